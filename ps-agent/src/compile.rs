@@ -1,0 +1,506 @@
+//! Compile: config → rule set. Pure and deterministic (the same config and host facts
+//! always give the same tables, byte for byte); nothing here touches the kernel.
+//!
+//! How matrix rows become rules (README, "Reading the matrix"):
+//! - a row whose destination is this host is an **inbound** rule on its destination port;
+//! - a row whose source is this host is an **outbound** flow: a **reply** rule admits
+//!   packets from the row's remote port to a local ephemeral port (TCP only with ACK);
+//! - a row written from its reply side (`Zang 443 → PS Ephemeral`) is an outbound flow;
+//! - host → host rows (cluster peers) are both;
+//! - rows bound to the management IP apply on the management interface only;
+//! - optional rows that default to closed are off unless the site enables them.
+//! Rules with identical matches merge into one rule (and one counter) that lists its rows.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ps_common::{
+    MAX_CHAIN, MAX_IFACES,
+    layout::{
+        DEFAULT_RULES_CAP, ENTRY_EPHEMERAL, ENTRY_LAST, ENTRY_REPLY, L4, POLICY_ALLOW_ECHO, Policy,
+        PortEntry, RuleEntry,
+    },
+};
+use serde::Serialize;
+
+use crate::{
+    config::{Config, Direction, Row, Transport},
+    portspec::{PortSpec, render_ranges},
+};
+
+/// Facts about the host the rule set is compiled for (read by `load`, passed in here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostFacts {
+    /// Local ephemeral port range (`net.ipv4.ip_local_port_range`).
+    pub ephemeral: (u16, u16),
+    /// Enforced interfaces; interface `i` gets slot `i + 1`.
+    pub interfaces: Vec<String>,
+}
+
+impl HostFacts {
+    /// Linux's default ephemeral range and `eth0`, `eth1`: for `check` and tests.
+    pub fn typical() -> Self {
+        Self { ephemeral: (32768, 60999), interfaces: vec!["eth0".into(), "eth1".into()] }
+    }
+}
+
+/// A compile error.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// A site-supplied port list is missing.
+    #[error("row `{row}` ({description}): destination port is `{text}`; set it in the site config: [ports] {row} = \"389, 636\"")]
+    NeedsPorts {
+        /// Row id.
+        row: String,
+        /// Row description.
+        description: String,
+        /// The matrix text.
+        text: String,
+    },
+    /// Too many candidates on one port.
+    #[error("{transport}/{port} has {n} rules that apply to it; at most {MAX_CHAIN} are supported: merge or narrow the site rules")]
+    ChainTooLong {
+        /// Transport.
+        transport: &'static str,
+        /// Port.
+        port: u16,
+        /// Candidates.
+        n: usize,
+    },
+    /// More interfaces than slots.
+    #[error("{n} interfaces given; at most {} are supported", MAX_IFACES - 1)]
+    TooManyInterfaces {
+        /// Interfaces.
+        n: usize,
+    },
+    /// A site rule names an interface that is not enforced.
+    #[error("rule `{rule}` names interface `{iface}`, which is not among the enforced interfaces ({enforced}); add it to `interfaces` or fix the rule")]
+    UnknownInterface {
+        /// Rule id.
+        rule: String,
+        /// Interface.
+        iface: String,
+        /// Enforced interfaces.
+        enforced: String,
+    },
+}
+
+/// How a rule matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleKind {
+    /// Destination port on this host.
+    Inbound,
+    /// Reply to an outbound flow: source port is the remote service port.
+    Reply,
+}
+
+impl RuleKind {
+    /// `inbound` or `reply`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Reply => "reply",
+        }
+    }
+}
+
+/// Where a rule comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The port matrix.
+    Matrix,
+    /// The site config's `[[rule]]`.
+    Site,
+    /// The lock-out failsafe.
+    Failsafe,
+}
+
+/// Local ports a reply may arrive on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct LocalPorts {
+    /// The ephemeral range.
+    pub ephemeral: bool,
+    /// Extra explicit range (`None`: only the ephemeral range).
+    pub explicit: Option<(u16, u16)>,
+}
+
+/// One compiled rule: one counter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CompiledRule {
+    /// `ps-01`, or `ps-01+ps-02` for merged rows.
+    pub id: String,
+    /// Matrix rows / rule ids it stands for.
+    pub rows: Vec<String>,
+    /// Origin.
+    pub origin: Origin,
+    /// Transport.
+    pub transport: Transport,
+    /// Inbound or reply.
+    pub kind: RuleKind,
+    /// Matched ports: local destination ports (inbound) or remote source ports (reply).
+    pub ports: Vec<(u16, u16)>,
+    /// `ports` as the matrix writes them.
+    pub ports_text: String,
+    /// Reply rules: local ports admitted.
+    pub local: Option<LocalPorts>,
+    /// Interfaces it applies on (`None`: all enforced interfaces).
+    pub interfaces: Option<Vec<String>>,
+    /// Description (merged rows: joined with " | ").
+    pub description: String,
+    /// Counter slot.
+    pub counter: u32,
+}
+
+/// A row that compiles to nothing, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// Row id.
+    pub row: String,
+    /// Why.
+    pub why: String,
+}
+
+/// The compiled policy: everything `load` writes into one generation of the maps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleSet {
+    /// Rules, in counter order.
+    pub rules: Vec<CompiledRule>,
+    /// Scalar policy.
+    pub policy: Policy,
+    /// Port table: `(l4, port)` → heads into `entries` (0 = none).
+    pub ports: BTreeMap<(L4, u16), PortEntry>,
+    /// Candidate entries; `entries[0]` is unused.
+    pub entries: Vec<RuleEntry>,
+    /// Enforced interfaces (slot = index + 1).
+    pub interfaces: Vec<String>,
+    /// Rows that are off or do not concern this host.
+    pub skipped: Vec<Skipped>,
+    /// Things an operator should look at.
+    pub warnings: Vec<String>,
+}
+
+struct Draft {
+    rows: Vec<String>,
+    origin: Origin,
+    transport: Transport,
+    kind: RuleKind,
+    ports: Vec<(u16, u16)>,
+    local: Option<LocalPorts>,
+    interfaces: Option<Vec<String>>,
+    descriptions: Vec<String>,
+}
+
+type MergeKey = (Transport, RuleKind, Vec<(u16, u16)>, Option<LocalPorts>, Option<Vec<String>>, Origin);
+
+/// Compile `config` for a host.
+pub fn compile(config: &Config, host: &HostFacts) -> Result<RuleSet, CompileError> {
+    let site = &config.site;
+    if host.interfaces.len() >= MAX_IFACES as usize {
+        return Err(CompileError::TooManyInterfaces { n: host.interfaces.len() });
+    }
+    let mut drafts: Vec<Draft> = Vec::new();
+    let mut skipped = Vec::new();
+    let mut warnings = Vec::new();
+    let mgmt = site.management_interface.clone();
+    if !host.interfaces.contains(&mgmt) {
+        warnings.push(format!(
+            "management interface `{mgmt}` is not enforced: rows bound to the management IP admit nothing"
+        ));
+    }
+    let ephemeral_reply = Some(LocalPorts { ephemeral: true, explicit: None });
+
+    for row in &config.matrix.rows {
+        let enabled = if site.disable.contains(&row.id) {
+            false
+        } else {
+            row.on_by_default() || site.enable.contains(&row.id)
+        };
+        if !enabled {
+            let why = if site.disable.contains(&row.id) {
+                "disabled by the site config".to_string()
+            } else {
+                "optional and closed by default; enable it with [rows] enable".to_string()
+            };
+            skipped.push(Skipped { row: row.id.clone(), why });
+            continue;
+        }
+        let host_sys = &config.matrix.host_system;
+        let dst_is_host = row.destination_system.eq_ignore_ascii_case(host_sys);
+        let src_is_host = row.source_system.eq_ignore_ascii_case(host_sys);
+        let scope = row.management_only.then(|| vec![mgmt.clone()]);
+        let mut push = |kind: RuleKind, ports: Vec<(u16, u16)>| {
+            for &transport in &row.transports {
+                drafts.push(Draft {
+                    rows: vec![row.id.clone()],
+                    origin: Origin::Matrix,
+                    transport,
+                    kind,
+                    ports: ports.clone(),
+                    local: if kind == RuleKind::Reply { ephemeral_reply } else { None },
+                    interfaces: scope.clone(),
+                    descriptions: vec![row.description.clone()],
+                });
+            }
+        };
+        let reply_side = dst_is_host
+            && row.destination_port == PortSpec::Ephemeral
+            && matches!(row.source_port, PortSpec::Ports { .. });
+        if reply_side {
+            // Written from its reply side: host → remote's source port.
+            push(RuleKind::Reply, row.source_port.ranges().to_vec());
+            continue;
+        }
+        if !dst_is_host && !src_is_host {
+            skipped.push(Skipped {
+                row: row.id.clone(),
+                why: format!("neither end is {host_sys}"),
+            });
+            continue;
+        }
+        let ports = resolve_ports(row, config)?;
+        if dst_is_host {
+            push(RuleKind::Inbound, ports.clone());
+        }
+        if src_is_host {
+            push(RuleKind::Reply, ports);
+        }
+    }
+
+    for r in &site.rules {
+        if let Some(ifs) = &r.interfaces {
+            for i in ifs {
+                if !host.interfaces.contains(i) {
+                    return Err(CompileError::UnknownInterface {
+                        rule: r.id.clone(),
+                        iface: i.clone(),
+                        enforced: host.interfaces.join(", "),
+                    });
+                }
+            }
+        }
+        let kind = match r.direction {
+            Direction::Inbound => RuleKind::Inbound,
+            Direction::Outbound => RuleKind::Reply,
+        };
+        drafts.push(Draft {
+            rows: vec![r.id.clone()],
+            origin: Origin::Site,
+            transport: r.transport,
+            kind,
+            ports: r.ports.clone(),
+            local: if kind == RuleKind::Reply { ephemeral_reply } else { None },
+            interfaces: r.interfaces.clone(),
+            descriptions: vec![r.description.clone()],
+        });
+    }
+
+    if site.failsafe.enabled {
+        drafts.extend(failsafe_drafts(&site.failsafe.ssh_ports));
+    } else {
+        warnings.push("failsafe is off: SSH, DNS, NTP and DHCP are admitted only if the policy says so".into());
+    }
+
+    // Merge drafts with identical matches, keeping first-appearance order.
+    let mut merged: Vec<Draft> = Vec::new();
+    let mut by_key: HashMap<MergeKey, usize> = HashMap::new();
+    for d in drafts {
+        let key = (d.transport, d.kind, d.ports.clone(), d.local, d.interfaces.clone(), d.origin);
+        match by_key.get(&key) {
+            Some(&i) => {
+                merged[i].rows.extend(d.rows);
+                for desc in d.descriptions {
+                    if !merged[i].descriptions.contains(&desc) {
+                        merged[i].descriptions.push(desc);
+                    }
+                }
+            }
+            None => {
+                by_key.insert(key, merged.len());
+                merged.push(d);
+            }
+        }
+    }
+
+    let rules: Vec<CompiledRule> = merged
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| CompiledRule {
+            id: d.rows.join("+"),
+            rows: d.rows,
+            origin: d.origin,
+            transport: d.transport,
+            kind: d.kind,
+            ports_text: render_ranges(&d.ports),
+            ports: d.ports,
+            local: d.local,
+            interfaces: d.interfaces,
+            description: d.descriptions.join(" | "),
+            counter: i as u32,
+        })
+        .collect();
+
+    let (ports, entries) = build_tables(&rules, host)?;
+    let needed = rules.len().max(entries.len()) as u32;
+    let rules_cap = DEFAULT_RULES_CAP.max(needed.div_ceil(1024) * 1024);
+    let policy = Policy {
+        flags: if site.allow_ping { POLICY_ALLOW_ECHO } else { 0 },
+        rules_cap,
+        ephemeral_lo: host.ephemeral.0,
+        ephemeral_hi: host.ephemeral.1,
+        _pad: 0,
+    };
+    Ok(RuleSet { rules, policy, ports, entries, interfaces: host.interfaces.clone(), skipped, warnings })
+}
+
+fn resolve_ports(row: &Row, config: &Config) -> Result<Vec<(u16, u16)>, CompileError> {
+    if let Some(p) = config.site.ports.get(&row.id) {
+        return Ok(p.clone());
+    }
+    match &row.destination_port {
+        PortSpec::Ports { ranges, .. } => Ok(ranges.clone()),
+        PortSpec::SiteSupplied(text) => row.site_ports.clone().ok_or_else(|| CompileError::NeedsPorts {
+            row: row.id.clone(),
+            description: row.description.clone(),
+            text: text.clone(),
+        }),
+        PortSpec::Ephemeral => Err(CompileError::NeedsPorts {
+            row: row.id.clone(),
+            description: row.description.clone(),
+            text: "Ephemeral".into(),
+        }),
+    }
+}
+
+/// The lock-out failsafe: SSH in, and the replies DNS, NTP and DHCP need.
+fn failsafe_drafts(ssh_ports: &[u16]) -> Vec<Draft> {
+    let d = |id: &str, transport, kind, ports: Vec<(u16, u16)>, local, desc: &str| Draft {
+        rows: vec![id.to_string()],
+        origin: Origin::Failsafe,
+        transport,
+        kind,
+        ports,
+        local,
+        interfaces: None,
+        descriptions: vec![desc.to_string()],
+    };
+    let eph = Some(LocalPorts { ephemeral: true, explicit: None });
+    let mut out = Vec::new();
+    if !ssh_ports.is_empty() {
+        let ports = ssh_ports.iter().map(|&p| (p, p)).collect();
+        out.push(d("failsafe-ssh", Transport::Tcp, RuleKind::Inbound, ports, None, "SSH to this host (lock-out failsafe)"));
+    }
+    for t in [Transport::Udp, Transport::Tcp] {
+        out.push(d("failsafe-dns", t, RuleKind::Reply, vec![(53, 53)], eph, "DNS replies (lock-out failsafe)"));
+    }
+    out.push(d(
+        "failsafe-ntp",
+        Transport::Udp,
+        RuleKind::Reply,
+        vec![(123, 123)],
+        Some(LocalPorts { ephemeral: true, explicit: Some((123, 123)) }),
+        "NTP replies (lock-out failsafe)",
+    ));
+    out.push(d(
+        "failsafe-dhcp",
+        Transport::Udp,
+        RuleKind::Reply,
+        vec![(67, 67)],
+        Some(LocalPorts { ephemeral: false, explicit: Some((68, 68)) }),
+        "DHCPv4 server replies (lock-out failsafe)",
+    ));
+    out.push(d(
+        "failsafe-dhcpv6",
+        Transport::Udp,
+        RuleKind::Reply,
+        vec![(547, 547)],
+        Some(LocalPorts { ephemeral: false, explicit: Some((546, 546)) }),
+        "DHCPv6 server replies (lock-out failsafe)",
+    ));
+    out
+}
+
+type Tables = (BTreeMap<(L4, u16), PortEntry>, Vec<RuleEntry>);
+
+/// Port table and candidate lists. Identical candidate lists are stored once.
+fn build_tables(rules: &[CompiledRule], host: &HostFacts) -> Result<Tables, CompileError> {
+    let all_slots = u32::MAX;
+    let mask = |r: &CompiledRule| match &r.interfaces {
+        None => all_slots,
+        Some(ifs) => ifs
+            .iter()
+            .filter_map(|i| host.interfaces.iter().position(|h| h == i))
+            .fold(0u32, |m, pos| m | 1 << (pos + 1)),
+    };
+    // (l4, port, kind) → candidate rule indices, in rule order.
+    let mut lists: BTreeMap<(L4, u16, RuleKind), Vec<usize>> = BTreeMap::new();
+    for (i, r) in rules.iter().enumerate() {
+        for &(lo, hi) in &r.ports {
+            for port in lo..=hi {
+                let l = lists.entry((r.transport.l4(), port, r.kind)).or_default();
+                if !l.contains(&i) {
+                    l.push(i);
+                }
+            }
+        }
+    }
+    let mut entries = vec![RuleEntry::default()];
+    let mut interned: HashMap<Vec<usize>, u32> = HashMap::new();
+    let mut ports: BTreeMap<(L4, u16), PortEntry> = BTreeMap::new();
+    for ((l4, port, kind), list) in lists {
+        if list.len() > MAX_CHAIN as usize {
+            return Err(CompileError::ChainTooLong { transport: l4.as_str(), port, n: list.len() });
+        }
+        let head = *interned.entry(list.clone()).or_insert_with(|| {
+            let head = entries.len() as u32;
+            for (k, &ri) in list.iter().enumerate() {
+                let r = &rules[ri];
+                let mut flags = 0;
+                if k + 1 == list.len() {
+                    flags |= ENTRY_LAST;
+                }
+                let (mut local_lo, mut local_hi) = (0, 0);
+                if let Some(local) = r.local {
+                    flags |= ENTRY_REPLY;
+                    if local.ephemeral {
+                        flags |= ENTRY_EPHEMERAL;
+                    }
+                    if let Some((a, b)) = local.explicit {
+                        (local_lo, local_hi) = (a, b);
+                    }
+                }
+                entries.push(RuleEntry { flags, counter: r.counter, iface_mask: mask(r), local_lo, local_hi });
+            }
+            head
+        });
+        let e = ports.entry((l4, port)).or_default();
+        match kind {
+            RuleKind::Inbound => e.inbound = head,
+            RuleKind::Reply => e.reply = head,
+        }
+    }
+    Ok((ports, entries))
+}
+
+impl RuleSet {
+    /// The rule with this counter slot.
+    pub fn rule_by_counter(&self, counter: u32) -> Option<&CompiledRule> {
+        self.rules.get(counter as usize)
+    }
+
+    /// Slot of an interface name (1-based), if enforced.
+    pub fn slot_of(&self, iface: &str) -> Option<u32> {
+        self.interfaces.iter().position(|i| i == iface).map(|p| p as u32 + 1)
+    }
+
+    /// A stable hash of the compiled tables (FNV-1a over their debug form).
+    pub fn fingerprint(&self) -> String {
+        let text = format!("{:?}{:?}{:?}{:?}", self.rules, self.policy, self.ports, self.entries);
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in text.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        format!("{h:016x}")
+    }
+}

@@ -1,0 +1,660 @@
+//! Configuration: the port matrix (policy file) and the site config on top of it.
+//!
+//! Pure: reads text, validates, and returns typed values. Every error names the file, the
+//! line and the field. The shipped PS 8.1.2 matrix is embedded in the binary, so the agent
+//! works with no file at all.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::portspec::{PortSpec, parse_ranges};
+
+/// The shipped Presence Services 8.1.2 matrix.
+pub const SHIPPED_MATRIX: &str = include_str!("../../policy/ps-8.1.2.toml");
+/// How the shipped matrix is named in messages.
+pub const SHIPPED_MATRIX_NAME: &str = "<built-in policy/ps-8.1.2.toml>";
+/// Default site config path.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ps-agent/config.toml";
+
+/// A configuration error, for a person at a console.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("failed to read config `{path}`: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax or type error.
+    #[error("{file}:{line}:{col}: {msg}")]
+    Syntax {
+        /// File.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// What the TOML parser said.
+        msg: String,
+    },
+    /// A field with an invalid value.
+    #[error("{file}:{line}: field `{field}`: {msg}")]
+    Field {
+        /// File.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// Field path, e.g. `row[3].destination_port`.
+        field: String,
+        /// What is wrong and what to do.
+        msg: String,
+    },
+}
+
+/// 1-based line and column of byte offset `pos` in `text`.
+pub fn line_col(text: &str, pos: usize) -> (usize, usize) {
+    let before = &text[..pos.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn syntax(file: &str, text: &str, e: toml::de::Error) -> ConfigError {
+    let (line, col) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+    ConfigError::Syntax { file: file.to_string(), line, col, msg: e.message().trim().to_string() }
+}
+
+fn field<T>(file: &str, text: &str, at: &Spanned<T>, name: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        file: file.to_string(),
+        line: line_col(text, at.span().start).0,
+        field: name.into(),
+        msg: msg.into(),
+    }
+}
+
+/// Transport protocol of a row or rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Transport {
+    /// The port-table slot.
+    pub fn l4(self) -> ps_common::layout::L4 {
+        match self {
+            Self::Tcp => ps_common::layout::L4::Tcp,
+            Self::Udp => ps_common::layout::L4::Udp,
+        }
+    }
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        self.l4().as_str()
+    }
+}
+
+/// Default port state as the matrix gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultState {
+    /// Open.
+    Open,
+    /// Closed (listed because it can be enabled).
+    Closed,
+    /// Filtered.
+    Filtered,
+    /// Not given.
+    #[serde(rename = "n/a")]
+    NotApplicable,
+}
+
+/// One row of a port matrix, as the policy file holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowFile {
+    id: Spanned<String>,
+    source_system: String,
+    source_port: Spanned<String>,
+    destination_system: String,
+    destination_port: Spanned<String>,
+    #[serde(default)]
+    protocol: String,
+    transports: Spanned<Vec<Transport>>,
+    #[serde(default)]
+    application: String,
+    optional: bool,
+    default_state: DefaultState,
+    #[serde(default)]
+    management_only: bool,
+    #[serde(default)]
+    site_ports: Option<Spanned<String>>,
+    description: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MatrixFile {
+    product: String,
+    host_system: String,
+    #[serde(default, rename = "row")]
+    rows: Vec<RowFile>,
+}
+
+/// A validated matrix row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// Stable id, e.g. `ps-04`.
+    pub id: String,
+    /// Initiating system.
+    pub source_system: String,
+    /// Source port column.
+    pub source_port: PortSpec,
+    /// Receiving system.
+    pub destination_system: String,
+    /// Destination port column.
+    pub destination_port: PortSpec,
+    /// Protocol column as written (e.g. `TCP/SIP`).
+    pub protocol: String,
+    /// Transports.
+    pub transports: Vec<Transport>,
+    /// Application protocol (e.g. `SIP`).
+    pub application: String,
+    /// The site may enable/disable it.
+    pub optional: bool,
+    /// Default state.
+    pub default_state: DefaultState,
+    /// Bound to the management IP: applies on the management interface only.
+    pub management_only: bool,
+    /// Default ports for a site-supplied destination port.
+    pub site_ports: Option<Vec<(u16, u16)>>,
+    /// Description.
+    pub description: String,
+    /// Line in the policy file.
+    pub line: usize,
+}
+
+impl Row {
+    /// Whether the row is on when the site says nothing: optional rows whose default
+    /// state is closed are off; everything else is on.
+    pub fn on_by_default(&self) -> bool {
+        !(self.optional && self.default_state == DefaultState::Closed)
+    }
+}
+
+/// A validated port matrix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Matrix {
+    /// Product name.
+    pub product: String,
+    /// The system this host is (rows to/from it are enforced).
+    pub host_system: String,
+    /// Rows in document order.
+    pub rows: Vec<Row>,
+    /// Where it was read from.
+    pub origin: String,
+}
+
+impl Matrix {
+    /// The shipped Presence Services 8.1.2 matrix.
+    pub fn shipped() -> Self {
+        Self::parse(SHIPPED_MATRIX, SHIPPED_MATRIX_NAME).expect("the shipped matrix is valid")
+    }
+
+    /// Read and validate a policy file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Validate policy-file text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let m: MatrixFile = toml::from_str(text).map_err(|e| syntax(file, text, e))?;
+        let mut rows = Vec::with_capacity(m.rows.len());
+        let mut seen = BTreeMap::new();
+        for (i, r) in m.rows.into_iter().enumerate() {
+            let at = |f: &str| format!("row[{i}].{f}");
+            if let Some(prev) = seen.insert(r.id.get_ref().clone(), i) {
+                return Err(field(file, text, &r.id, at("id"), format!("duplicate id `{}` (also row[{prev}])", r.id.get_ref())));
+            }
+            let spec = |s: &Spanned<String>, name: &str| {
+                PortSpec::parse(s.get_ref()).map_err(|e| field(file, text, s, at(name), e.to_string()))
+            };
+            let source_port = spec(&r.source_port, "source_port")?;
+            let destination_port = spec(&r.destination_port, "destination_port")?;
+            if r.transports.get_ref().is_empty() {
+                return Err(field(file, text, &r.transports, at("transports"), "at least one of \"tcp\", \"udp\""));
+            }
+            let site_ports = match &r.site_ports {
+                Some(s) => Some(parse_ranges(s.get_ref()).map_err(|(tok, why)| {
+                    field(file, text, s, at("site_ports"), format!("invalid port `{tok}`: {why}"))
+                })?),
+                None => None,
+            };
+            rows.push(Row {
+                line: line_col(text, r.id.span().start).0,
+                id: r.id.into_inner(),
+                source_system: r.source_system,
+                source_port,
+                destination_system: r.destination_system,
+                destination_port,
+                protocol: r.protocol,
+                transports: r.transports.into_inner(),
+                application: r.application,
+                optional: r.optional,
+                default_state: r.default_state,
+                management_only: r.management_only,
+                site_ports,
+                description: r.description,
+            });
+        }
+        Ok(Self { product: m.product, host_system: m.host_system, rows, origin: file.to_string() })
+    }
+
+    /// The row with this id.
+    pub fn row(&self, id: &str) -> Option<&Row> {
+        self.rows.iter().find(|r| r.id == id)
+    }
+}
+
+/// Enforcement mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Drop what the matrix does not allow.
+    #[default]
+    Enforce,
+    /// Pass everything; count and log what would be dropped.
+    DryRun,
+}
+
+impl Mode {
+    /// `enforce` or `dry-run`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::DryRun => "dry-run",
+        }
+    }
+}
+
+/// Direction of a site rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Remote systems connect to this host's port.
+    Inbound,
+    /// This host connects to a remote port; its replies are admitted.
+    Outbound,
+}
+
+impl Direction {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
+}
+
+/// Lock-out protection.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Failsafe {
+    /// On by default; switching it off must be explicit.
+    pub enabled: bool,
+    /// Inbound SSH ports.
+    pub ssh_ports: Vec<u16>,
+}
+
+impl Default for Failsafe {
+    fn default() -> Self {
+        Self { enabled: true, ssh_ports: vec![22] }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RowsFile {
+    #[serde(default)]
+    enable: Vec<Spanned<String>>,
+    #[serde(default)]
+    disable: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteRuleFile {
+    id: Spanned<String>,
+    transport: Transport,
+    ports: Spanned<String>,
+    direction: Direction,
+    #[serde(default)]
+    interfaces: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteFile {
+    policy: Option<PathBuf>,
+    interfaces: Option<Spanned<Vec<String>>>,
+    management_interface: Option<String>,
+    mode: Option<Mode>,
+    xdp_mode: Option<XdpModeName>,
+    #[serde(default)]
+    allow_ping: bool,
+    #[serde(default)]
+    failsafe: Failsafe,
+    #[serde(default)]
+    rows: RowsFile,
+    #[serde(default)]
+    ports: BTreeMap<String, Spanned<String>>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<SiteRuleFile>,
+}
+
+/// XDP attach mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeName {
+    /// Native (driver) mode, falling back to generic where the driver has no XDP.
+    #[default]
+    Native,
+    /// Generic (skb) mode.
+    Skb,
+}
+
+/// A site-specific extra rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteRule {
+    /// Id, unique among rows and rules.
+    pub id: String,
+    /// Transport.
+    pub transport: Transport,
+    /// Ports (remote service ports for outbound rules).
+    pub ports: Vec<(u16, u16)>,
+    /// Direction.
+    pub direction: Direction,
+    /// Interfaces it applies on (`None` = every enforced interface).
+    pub interfaces: Option<Vec<String>>,
+    /// Description.
+    pub description: String,
+}
+
+/// The site config, validated against the matrix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Site {
+    /// Policy file, if not the shipped matrix.
+    pub policy: Option<PathBuf>,
+    /// Interfaces to enforce on (`None`: eth0 and eth1 where present).
+    pub interfaces: Option<Vec<String>>,
+    /// The management interface (rows bound to the management IP apply only there).
+    pub management_interface: String,
+    /// Mode.
+    pub mode: Mode,
+    /// XDP attach mode.
+    pub xdp_mode: XdpModeName,
+    /// Let ICMP echo requests in.
+    pub allow_ping: bool,
+    /// Failsafe.
+    pub failsafe: Failsafe,
+    /// Optional rows switched on.
+    pub enable: Vec<String>,
+    /// Rows switched off.
+    pub disable: Vec<String>,
+    /// Port overrides by row id.
+    pub ports: BTreeMap<String, Vec<(u16, u16)>>,
+    /// Extra rules.
+    pub rules: Vec<SiteRule>,
+    /// Where it was read from.
+    pub origin: String,
+}
+
+impl Default for Site {
+    fn default() -> Self {
+        Self {
+            policy: None,
+            interfaces: None,
+            management_interface: "eth0".into(),
+            mode: Mode::Enforce,
+            xdp_mode: XdpModeName::Native,
+            allow_ping: false,
+            failsafe: Failsafe::default(),
+            enable: vec![],
+            disable: vec![],
+            ports: BTreeMap::new(),
+            rules: vec![],
+            origin: "<defaults>".into(),
+        }
+    }
+}
+
+/// Site config and the matrix it applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The matrix.
+    pub matrix: Matrix,
+    /// The site's choices.
+    pub site: Site,
+}
+
+impl Config {
+    /// Defaults: the shipped matrix, no site config.
+    pub fn shipped() -> Self {
+        Self { matrix: Matrix::shipped(), site: Site::default() }
+    }
+
+    /// Load a site config (and the policy it names). `None`: the default path if it
+    /// exists, else the shipped defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => PathBuf::from(DEFAULT_CONFIG_PATH),
+            None => return Ok(Self::shipped()),
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let file = path.display().to_string();
+        let policy_path = peek_policy(&text, &file)?.map(|p| match p.is_relative() {
+            true => path.parent().unwrap_or(Path::new(".")).join(p),
+            false => p,
+        });
+        let matrix = match &policy_path {
+            Some(p) => Matrix::load(p)?,
+            None => Matrix::shipped(),
+        };
+        let mut site = Site::parse(&text, &file, &matrix)?;
+        site.policy = policy_path;
+        Ok(Self { matrix, site })
+    }
+}
+
+fn peek_policy(text: &str, file: &str) -> Result<Option<PathBuf>, ConfigError> {
+    let f: SiteFile = toml::from_str(text).map_err(|e| syntax(file, text, e))?;
+    Ok(f.policy)
+}
+
+impl Site {
+    /// Validate site-config text against `matrix`.
+    pub fn parse(text: &str, file: &str, matrix: &Matrix) -> Result<Self, ConfigError> {
+        let f: SiteFile = toml::from_str(text).map_err(|e| syntax(file, text, e))?;
+        let known = |id: &Spanned<String>, name: &str| -> Result<String, ConfigError> {
+            if matrix.row(id.get_ref()).is_some() {
+                Ok(id.get_ref().clone())
+            } else {
+                Err(field(file, text, id, name, format!(
+                    "no row `{}` in {} (ids run {}..{})",
+                    id.get_ref(),
+                    matrix.origin,
+                    matrix.rows.first().map_or("", |r| r.id.as_str()),
+                    matrix.rows.last().map_or("", |r| r.id.as_str()),
+                )))
+            }
+        };
+        let enable = f.rows.enable.iter().map(|id| known(id, "rows.enable")).collect::<Result<Vec<_>, _>>()?;
+        let disable = f.rows.disable.iter().map(|id| known(id, "rows.disable")).collect::<Result<Vec<_>, _>>()?;
+        for id in &f.rows.enable {
+            if f.rows.disable.iter().any(|d| d.get_ref() == id.get_ref()) {
+                return Err(field(file, text, id, "rows.enable", format!("`{}` is both enabled and disabled", id.get_ref())));
+            }
+        }
+        let mut ports = BTreeMap::new();
+        for (id, spec) in &f.ports {
+            let name = format!("ports.{id}");
+            let Some(row) = matrix.row(id) else {
+                return Err(field(file, text, spec, name, format!("no row `{id}` in {}", matrix.origin)));
+            };
+            let overridable = matches!(row.destination_port, PortSpec::Ports { configurable: true, .. } | PortSpec::SiteSupplied(_));
+            if !overridable {
+                return Err(field(file, text, spec, name, format!(
+                    "row `{id}` has a fixed port ({}); only configurable `(C)` and site-supplied ports can be overridden — add a [[rule]] instead",
+                    row.destination_port
+                )));
+            }
+            let ranges = parse_ranges(spec.get_ref())
+                .map_err(|(tok, why)| field(file, text, spec, format!("ports.{id}"), format!("invalid port `{tok}`: {why}")))?;
+            ports.insert(id.clone(), ranges);
+        }
+        let mut rules = Vec::new();
+        for (i, r) in f.rules.iter().enumerate() {
+            let id = r.id.get_ref();
+            if matrix.row(id).is_some() || f.rules[..i].iter().any(|o| o.id.get_ref() == id) {
+                return Err(field(file, text, &r.id, format!("rule[{i}].id"), format!("duplicate id `{id}`")));
+            }
+            let ports = parse_ranges(r.ports.get_ref()).map_err(|(tok, why)| {
+                field(file, text, &r.ports, format!("rule[{i}].ports"), format!("invalid port `{tok}`: {why}"))
+            })?;
+            if let Some(ifs) = &r.interfaces
+                && ifs.get_ref().is_empty()
+            {
+                return Err(field(file, text, ifs, format!("rule[{i}].interfaces"), "empty list; omit the field to mean every interface"));
+            }
+            rules.push(SiteRule {
+                id: id.clone(),
+                transport: r.transport,
+                ports,
+                direction: r.direction,
+                interfaces: r.interfaces.as_ref().map(|s| s.get_ref().clone()),
+                description: r.description.clone(),
+            });
+        }
+        if let Some(ifs) = &f.interfaces
+            && ifs.get_ref().is_empty()
+        {
+            return Err(field(file, text, ifs, "interfaces", "empty list; omit the field to mean eth0 and eth1"));
+        }
+        Ok(Self {
+            policy: f.policy,
+            interfaces: f.interfaces.map(Spanned::into_inner),
+            management_interface: f.management_interface.unwrap_or_else(|| "eth0".into()),
+            mode: f.mode.unwrap_or_default(),
+            xdp_mode: f.xdp_mode.unwrap_or_default(),
+            allow_ping: f.allow_ping,
+            failsafe: f.failsafe,
+            enable,
+            disable,
+            ports,
+            rules,
+            origin: file.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_matrix_has_all_27_rows() {
+        let m = Matrix::shipped();
+        assert_eq!(m.rows.len(), 27);
+        assert_eq!(m.rows[0].id, "ps-01");
+        assert_eq!(m.rows[26].id, "ps-27");
+        assert_eq!(m.host_system, "Presence Services");
+        let closed: Vec<_> = m.rows.iter().filter(|r| !r.on_by_default()).map(|r| r.id.as_str()).collect();
+        assert_eq!(closed, ["ps-06", "ps-07", "ps-08", "ps-09", "ps-18"]);
+        let mgmt: Vec<_> = m.rows.iter().filter(|r| r.management_only).map(|r| r.id.as_str()).collect();
+        assert_eq!(mgmt, ["ps-13", "ps-14", "ps-19", "ps-20", "ps-21"]);
+        assert_eq!(m.row("ps-26").unwrap().site_ports.as_deref(), Some(&[(389, 389), (636, 636), (3268, 3268), (3269, 3269)][..]));
+    }
+
+    #[test]
+    fn site_errors_name_file_line_and_field() {
+        let m = Matrix::shipped();
+        let text = "interfaces = [\"eth0\"]\n\n[ports]\nps-10 = \"52x22\"\n";
+        let e = Site::parse(text, "site.toml", &m).unwrap_err().to_string();
+        assert_eq!(e, "site.toml:4: field `ports.ps-10`: invalid port `52x22`: not a number");
+
+        let text = "[rows]\nenable = [\"ps-99\"]\n";
+        let e = Site::parse(text, "site.toml", &m).unwrap_err().to_string();
+        assert!(e.starts_with("site.toml:2: field `rows.enable`: no row `ps-99`"), "{e}");
+
+        let text = "[ports]\nps-01 = \"8443\"\n";
+        let e = Site::parse(text, "site.toml", &m).unwrap_err().to_string();
+        assert!(e.contains("fixed port (443)"), "{e}");
+
+        let text = "mode = \"sometimes\"\n";
+        let e = Site::parse(text, "site.toml", &m).unwrap_err().to_string();
+        assert!(e.starts_with("site.toml:1:8: unknown variant `sometimes`"), "{e}");
+
+        let text = "interfaces = [\"eth0\"]\nbogus = 1\n";
+        let e = Site::parse(text, "site.toml", &m).unwrap_err().to_string();
+        assert!(e.starts_with("site.toml:2:1: unknown field `bogus`"), "{e}");
+    }
+
+    #[test]
+    fn matrix_errors_name_row_field() {
+        let text = SHIPPED_MATRIX.replacen("destination_port = \"5062\"", "destination_port = \"50620000\"", 1);
+        let e = Matrix::parse(&text, "m.toml").unwrap_err().to_string();
+        assert!(e.contains("field `row[3].destination_port`: invalid port `50620000`"), "{e}");
+        let line = e.split(':').nth(1).unwrap().parse::<usize>().unwrap();
+        assert_eq!(text.lines().nth(line - 1).unwrap(), "id = \"ps-04\"");
+    }
+
+    #[test]
+    fn full_site_config_parses() {
+        let m = Matrix::shipped();
+        let text = r#"
+interfaces = ["eth0", "eth1"]
+management_interface = "eth1"
+mode = "dry-run"
+allow_ping = true
+[failsafe]
+enabled = false
+[rows]
+enable = ["ps-06"]
+disable = ["ps-27"]
+[ports]
+ps-10 = "5223"
+ps-26 = "636, 3269"
+[[rule]]
+id = "site-snmp"
+transport = "udp"
+ports = "161"
+direction = "inbound"
+interfaces = ["eth0"]
+description = "SNMP from the NMS"
+"#;
+        let s = Site::parse(text, "s.toml", &m).unwrap();
+        assert_eq!(s.mode, Mode::DryRun);
+        assert_eq!(s.management_interface, "eth1");
+        assert!(!s.failsafe.enabled);
+        assert_eq!(s.ports["ps-26"], vec![(636, 636), (3269, 3269)]);
+        assert_eq!(s.rules[0].ports, vec![(161, 161)]);
+    }
+}

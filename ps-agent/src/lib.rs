@@ -1,0 +1,13 @@
+//! ps-agent: enforce an Avaya port matrix with XDP.
+//!
+//! The pipeline, one module per stage: [`config`] (read and validate) → [`compile`]
+//! (pure, deterministic rule set) → [`load`] (the only module that calls aya) →
+//! [`observe`] (state file, counters, reports). [`run`] drives the daemon.
+
+pub mod compile;
+pub mod config;
+pub mod load;
+pub mod model;
+pub mod observe;
+pub mod portspec;
+pub mod run;

@@ -1,0 +1,202 @@
+//! ps-agent command line.
+
+use std::{
+    io::{IsTerminal as _, Write as _},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use ps_agent::{
+    compile::{HostFacts, compile},
+    config::XdpModeName,
+    load::{self, Counters},
+    observe::{self, AgentState, DEFAULT_STATE_DIR},
+    run::{self, RunOptions},
+};
+use ps_common::names::PIN_DIR;
+
+/// Enforce an Avaya port matrix on this host with XDP.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Where `run` pins its maps (and `stats` finds them).
+    #[arg(long, global = true, default_value = PIN_DIR, env = "PS_AGENT_PIN_DIR")]
+    pin_dir: PathBuf,
+    /// Where `run` writes its state file (and `stats` reads it).
+    #[arg(long, global = true, default_value = DEFAULT_STATE_DIR, env = "PS_AGENT_STATE_DIR")]
+    state_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Load, attach and enforce until SIGINT/SIGTERM, then detach.
+    Run {
+        /// Site config (default: /etc/ps-agent/config.toml if present, else the shipped
+        /// PS 8.1.2 matrix with its defaults).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Interface to enforce on (repeat; default: eth0 and eth1 where present).
+        #[arg(long = "iface", short = 'i')]
+        ifaces: Vec<String>,
+        /// Pass everything; count and log what would be dropped.
+        #[arg(long)]
+        dry_run: bool,
+        /// XDP attach mode (native falls back to skb where the driver has no XDP).
+        #[arg(long, value_enum)]
+        xdp_mode: Option<XdpModeName>,
+    },
+    /// Show the counters of the running agent.
+    Stats {
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Refresh until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Refresh interval in seconds (with --watch).
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
+    /// Validate the config and print the compiled rule set; exit 1 on error.
+    Check {
+        /// Site config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Interface (repeat; default: eth0, eth1).
+        #[arg(long = "iface", short = 'i')]
+        ifaces: Vec<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_target(false).init();
+    let cli = Cli::parse();
+    if let Err(e) = dispatch(cli) {
+        eprintln!("error: {e}");
+        let mut src = e.source();
+        while let Some(s) = src {
+            eprintln!("  caused by: {s}");
+            src = s.source();
+        }
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config, ifaces, dry_run, xdp_mode } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            rt.block_on(run::run(RunOptions { config, ifaces, dry_run, xdp_mode, pin_dir: cli.pin_dir, state_dir: cli.state_dir }))?;
+            Ok(())
+        }
+        Command::Stats { json, watch, interval } => stats(&cli.state_dir, json, watch, interval),
+        Command::Check { config, ifaces, json } => check(config.as_deref(), &ifaces, json),
+    }
+}
+
+fn read_state(state_dir: &Path) -> anyhow::Result<AgentState> {
+    let path = AgentState::path(state_dir);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("ps-agent is not running: no state file at {} (start it with `ps-agent run`)", path.display())
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("failed to parse state file {}", path.display()))
+}
+
+fn snapshot(state_dir: &Path) -> anyhow::Result<observe::StatsReport> {
+    let state = read_state(state_dir)?;
+    let counters = Counters::read_pinned(&state.pin_dir, state.rules_cap)?;
+    let mode = load::read_pinned_mode(&state.pin_dir)?;
+    Ok(observe::report(&state, &counters, mode))
+}
+
+fn stats(state_dir: &Path, json: bool, watch: bool, interval: f64) -> anyhow::Result<()> {
+    if !watch {
+        let r = snapshot(state_dir)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            print!("{}", observe::render_table(&r, None));
+        }
+        return Ok(());
+    }
+    if interval <= 0.0 {
+        bail!("--interval must be positive");
+    }
+    let tty = std::io::stdout().is_terminal();
+    let mut prev: Option<(observe::StatsReport, Instant)> = None;
+    loop {
+        let r = snapshot(state_dir)?;
+        let now = Instant::now();
+        let mut out = std::io::stdout().lock();
+        if json {
+            writeln!(out, "{}", serde_json::to_string(&r)?)?;
+        } else {
+            if tty {
+                write!(out, "\x1b[H\x1b[2J")?;
+            }
+            let p = prev.as_ref().map(|(p, t)| (p, now.duration_since(*t).as_secs_f64()));
+            write!(out, "{}", observe::render_table(&r, p))?;
+            if !tty {
+                writeln!(out, "---")?;
+            }
+        }
+        out.flush()?;
+        prev = Some((r, now));
+        std::thread::sleep(Duration::from_secs_f64(interval));
+    }
+}
+
+fn check(config: Option<&Path>, ifaces: &[String], json: bool) -> anyhow::Result<()> {
+    let cfg = run::prepare(config, ifaces, false, None)?;
+    let interfaces = cfg.site.interfaces.clone().unwrap_or_else(|| HostFacts::typical().interfaces);
+    let host = HostFacts { ephemeral: load::ephemeral_range(), interfaces };
+    let set = compile(&cfg, &host).context("failed to compile the policy")?;
+    if json {
+        let v = serde_json::json!({
+            "product": cfg.matrix.product,
+            "policy": cfg.matrix.origin,
+            "mode": cfg.site.mode.as_str(),
+            "interfaces": set.interfaces,
+            "management_interface": cfg.site.management_interface,
+            "ephemeral": [set.policy.ephemeral_lo, set.policy.ephemeral_hi],
+            "fingerprint": set.fingerprint(),
+            "rules": set.rules,
+            "skipped": set.skipped,
+            "warnings": set.warnings,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("policy:     {} ({})", cfg.matrix.product, cfg.matrix.origin);
+    println!("config:     {}", cfg.site.origin);
+    println!("mode:       {}", cfg.site.mode.as_str());
+    println!("interfaces: {} (management: {})", set.interfaces.join(", "), cfg.site.management_interface);
+    println!("ephemeral:  {}-{}", set.policy.ephemeral_lo, set.policy.ephemeral_hi);
+    println!("failsafe:   {}", if cfg.site.failsafe.enabled { "on" } else { "OFF" });
+    println!();
+    println!("{:<22} {:<5} {:<20} {:<8} {:<6} DESCRIPTION", "RULE", "PROTO", "PORTS", "DIR", "IFACE");
+    for r in &set.rules {
+        let scope = r.interfaces.as_ref().map_or("all".to_string(), |i| i.join(","));
+        println!("{:<22} {:<5} {:<20} {:<8} {:<6} {}", r.id, r.transport.as_str(), r.ports_text, r.kind.as_str(), scope, r.description);
+    }
+    if !set.skipped.is_empty() {
+        println!();
+        println!("not enforced:");
+        for s in &set.skipped {
+            println!("  {:<8} {}", s.row, s.why);
+        }
+    }
+    for w in &set.warnings {
+        println!("warning: {w}");
+    }
+    println!();
+    println!("{} rules, {} port entries, fingerprint {}", set.rules.len(), set.ports.len(), set.fingerprint());
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! The `run` daemon: config → compile → load → attach → pin → publish, then wait for a
+//! signal and undo all of it. Any failure before the end of start-up undoes what was done,
+//! so nothing is left half-attached.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use log::{info, warn};
+use ps_common::names;
+
+use crate::{
+    compile::{CompileError, HostFacts, RuleSet, compile},
+    config::{Config, ConfigError, Mode, XdpModeName},
+    load::{self, LoadError, Loaded},
+    observe::AgentState,
+};
+
+/// Options of `ps-agent run`.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Site config.
+    pub config: Option<PathBuf>,
+    /// Interfaces (override the config).
+    pub ifaces: Vec<String>,
+    /// Force dry-run.
+    pub dry_run: bool,
+    /// Force an XDP mode.
+    pub xdp_mode: Option<XdpModeName>,
+    /// Pin directory.
+    pub pin_dir: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+}
+
+/// Why `run` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Config.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Compile.
+    #[error("failed to compile the policy: {0}")]
+    Compile(#[from] CompileError),
+    /// Kernel side.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Another agent owns the pin directory.
+    #[error("another ps-agent (pid {pid}) is running with state in {state}; stop it first, or give this one its own --pin-dir and --state-dir")]
+    AlreadyRunning {
+        /// Its pid.
+        pid: u32,
+        /// Its state file.
+        state: PathBuf,
+    },
+    /// File system.
+    #[error("failed to {action} {path}: {source}")]
+    Io {
+        /// What.
+        action: &'static str,
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Signal handling.
+    #[error("failed to install signal handlers: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+/// Load config with the CLI overrides applied, and the facts of this host.
+pub fn prepare(config: Option<&Path>, ifaces: &[String], dry_run: bool, xdp_mode: Option<XdpModeName>) -> Result<Config, RunError> {
+    let mut cfg = Config::load(config)?;
+    if !ifaces.is_empty() {
+        cfg.site.interfaces = Some(ifaces.to_vec());
+    }
+    if dry_run {
+        cfg.site.mode = Mode::DryRun;
+    }
+    if let Some(m) = xdp_mode {
+        cfg.site.xdp_mode = m;
+    }
+    Ok(cfg)
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0 && pid != std::process::id()
+}
+
+/// Refuse if another live agent owns `state_dir`; otherwise clear stale pins and state.
+fn claim(state_dir: &Path, pin_dir: &Path) -> Result<(), RunError> {
+    let state = AgentState::path(state_dir);
+    if let Ok(text) = fs::read_to_string(&state)
+        && let Ok(s) = serde_json::from_str::<AgentState>(&text)
+    {
+        if pid_alive(s.pid) {
+            return Err(RunError::AlreadyRunning { pid: s.pid, state });
+        }
+        warn!("removing stale state of ps-agent pid {} (not running)", s.pid);
+    }
+    let _ = fs::remove_file(&state);
+    unpin(pin_dir);
+    Ok(())
+}
+
+fn unpin(pin_dir: &Path) {
+    for name in names::PINNED_MAPS {
+        let _ = fs::remove_file(pin_dir.join(name));
+    }
+    let _ = fs::remove_dir(pin_dir);
+}
+
+/// Run until SIGINT/SIGTERM.
+pub async fn run(opts: RunOptions) -> Result<(), RunError> {
+    let cfg = prepare(opts.config.as_deref(), &opts.ifaces, opts.dry_run, opts.xdp_mode)?;
+    load::preflight()?;
+    let ifaces = load::resolve_interfaces(cfg.site.interfaces.as_deref())?;
+    let host = HostFacts { ephemeral: load::ephemeral_range(), interfaces: ifaces.iter().map(|(n, _)| n.clone()).collect() };
+    let set = compile(&cfg, &host)?;
+    for w in &set.warnings {
+        warn!("{w}");
+    }
+    claim(&opts.state_dir, &opts.pin_dir)?;
+
+    let mut loaded = Loaded::load(&set, &ifaces, cfg.site.mode, &opts.state_dir)?;
+    let logger = match aya_log::EbpfLogger::init(loaded.ebpf_mut()) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            warn!("dry-run log from the XDP program is unavailable: {e}");
+            None
+        }
+    };
+    let attached = loaded.attach(&ifaces, cfg.site.xdp_mode)?;
+    // From here on, undo on failure: drop detaches, unpin removes the pins.
+    let publish = || -> Result<(), RunError> {
+        loaded.pin(&opts.pin_dir)?;
+        fs::create_dir_all(&opts.state_dir).map_err(|source| RunError::Io { action: "create", path: opts.state_dir.clone(), source })?;
+        let state = AgentState::new(&set, &cfg.matrix.product, &cfg.matrix.origin, &cfg.site.management_interface, &opts.pin_dir, loaded.rules_cap, attached.clone());
+        let path = AgentState::path(&opts.state_dir);
+        let tmp = path.with_extension("json.tmp");
+        fs::write(&tmp, serde_json::to_vec_pretty(&state).expect("serializable"))
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(|source| RunError::Io { action: "write", path, source })
+    };
+    if let Err(e) = publish() {
+        unpin(&opts.pin_dir);
+        return Err(e);
+    }
+    announce(&set, &cfg, &attached);
+
+    let result = wait(logger).await;
+    loaded.detach_all();
+    unpin(&opts.pin_dir);
+    let _ = fs::remove_file(AgentState::path(&opts.state_dir));
+    info!("detached from {}; maps unpinned", attached.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", "));
+    result
+}
+
+fn announce(set: &RuleSet, cfg: &Config, attached: &[load::Attached]) {
+    let ifs: Vec<String> = attached.iter().map(|a| format!("{} ({})", a.name, a.xdp_mode)).collect();
+    info!(
+        "{} {} rules from `{}` ({}) on {}",
+        if cfg.site.mode == Mode::DryRun { "dry-run: counting (not dropping) what falls outside" } else { "enforcing" },
+        set.rules.len(),
+        cfg.matrix.product,
+        cfg.matrix.origin,
+        ifs.join(", ")
+    );
+    for r in &set.rules {
+        let scope = r.interfaces.as_ref().map_or(String::new(), |i| format!(" on {}", i.join(",")));
+        info!("  {:<22} {}/{:<12} {:<7}{scope}  {}", r.id, r.transport.as_str(), r.ports_text, r.kind.as_str(), r.description);
+    }
+    if !cfg.site.failsafe.enabled {
+        warn!("failsafe is OFF: make sure this policy admits your own management access");
+    }
+}
+
+async fn wait(logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>) -> Result<(), RunError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
+    // The dry-run log is rate-limited in the program; draining it a few times a second
+    // is plenty.
+    let log_task = logger.map(|mut l| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                l.flush();
+            }
+        })
+    });
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: detaching"),
+        _ = int.recv() => info!("SIGINT: detaching"),
+    }
+    if let Some(t) = log_task {
+        t.abort();
+    }
+    Ok(())
+}

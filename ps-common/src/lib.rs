@@ -1,0 +1,25 @@
+//! Types and packet logic shared by the XDP program (`ps-ebpf`) and the agent (`ps-agent`).
+//!
+//! Everything the kernel decides is decided here, by pure functions over a byte range, so
+//! that the agent's `explain`, the host unit tests and the differential tests run exactly
+//! the code the kernel runs. The crate is `no_std`; the `user` feature adds the
+//! `aya::Pod` impls the agent needs to read and write the maps.
+#![no_std]
+
+#[cfg(any(test, feature = "frames"))]
+extern crate alloc;
+
+pub mod classify;
+#[cfg(any(test, feature = "frames"))]
+pub mod frames;
+pub mod layout;
+pub mod names;
+pub mod parse;
+pub mod reason;
+
+pub use classify::{Tables, Verdict, classify};
+pub use layout::*;
+pub use parse::{Packet, Parsed, parse};
+pub use reason::{DropReason, PassReason};
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,36 @@
+//! Every map and program name, spelled once. Kernel object names are at most 15 bytes.
+
+/// The XDP ingress program.
+pub const PROG_XDP: &str = "ps_xdp";
+
+/// `Array<State>`, one entry: active policy generation and mode.
+pub const MAP_STATE: &str = "PS_STATE";
+/// `Array<Policy>`, one entry per generation.
+pub const MAP_POLICY: &str = "PS_POLICY";
+/// `Array<IfaceInfo>` indexed by ifindex.
+pub const MAP_IFACES: &str = "PS_IFACES";
+/// `Array<PortEntry>` indexed by [`crate::port_index`].
+pub const MAP_PORTS: &str = "PS_PORTS";
+/// `Array<RuleEntry>`: candidate lists, both generations.
+pub const MAP_RULES: &str = "PS_RULES";
+/// `PerCpuArray<Counter>` indexed by [`crate::rule_counter_index`].
+pub const MAP_RULE_CNT: &str = "PS_RULE_CNT";
+/// `PerCpuArray<Counter>` indexed by [`crate::stat_index`].
+pub const MAP_STAT_CNT: &str = "PS_STAT_CNT";
+/// `PerCpuArray<TokenBucket>`, one entry: the dry-run log rate limiter.
+pub const MAP_LOG_RL: &str = "PS_LOG_RL";
+
+/// All maps the agent pins, in a fixed order.
+pub const PINNED_MAPS: [&str; 8] = [
+    MAP_STATE,
+    MAP_POLICY,
+    MAP_IFACES,
+    MAP_PORTS,
+    MAP_RULES,
+    MAP_RULE_CNT,
+    MAP_STAT_CNT,
+    MAP_LOG_RL,
+];
+
+/// Where `ps-agent run` pins its maps.
+pub const PIN_DIR: &str = "/sys/fs/bpf/ps-agent";

@@ -1,0 +1,284 @@
+//! Header parsing: Ethernet, up to two VLAN tags (802.1Q / 802.1ad), IPv4 with options,
+//! IPv6 with a bounded walk of extension headers, TCP, UDP, ICMP and ICMPv6.
+//!
+//! Every read is bounds-checked against the end of the frame right before it happens,
+//! in the shape the verifier accepts (`start + off + N > end`). The same code runs in the
+//! kernel and on the host; host callers use [`parse_slice`].
+//!
+//! What the parser decides on its own (documented in the README):
+//! - a header that does not fit in the frame: [`DropReason::Truncated`];
+//! - impossible fields (IP version, IHL < 5, total/payload length shorter than the header
+//!   or longer than the frame says, TCP data offset < 5, UDP length < 8, an L4 header that
+//!   does not fit in the IP packet): [`DropReason::Malformed`] — except a frame shorter
+//!   than the IP length, which is `Truncated`;
+//! - non-first fragments (IPv4 offset > 0, IPv6 fragment header offset > 0): they carry no
+//!   ports, so [`DropReason::Fragment`]; a first fragment is classified by its ports;
+//! - EtherTypes other than IPv4, IPv6, ARP: [`DropReason::EtherType`]; ARP: passes;
+//! - a third VLAN tag: [`DropReason::VlanDepth`]; more than [`MAX_EXT_HEADERS`] IPv6
+//!   extension headers: [`DropReason::ExtHeaders`]; ESP, "no next header" and any
+//!   protocol other than TCP/UDP/ICMP(v6): [`DropReason::IpProto`].
+
+use crate::reason::DropReason;
+
+/// EtherType IPv4.
+pub const ETH_P_IP: u16 = 0x0800;
+/// EtherType IPv6.
+pub const ETH_P_IPV6: u16 = 0x86DD;
+/// EtherType ARP.
+pub const ETH_P_ARP: u16 = 0x0806;
+/// EtherType 802.1Q VLAN tag.
+pub const ETH_P_8021Q: u16 = 0x8100;
+/// EtherType 802.1ad service tag (QinQ outer tag).
+pub const ETH_P_8021AD: u16 = 0x88A8;
+
+/// IP protocol numbers.
+pub const IPPROTO_ICMP: u8 = 1;
+/// TCP.
+pub const IPPROTO_TCP: u8 = 6;
+/// UDP.
+pub const IPPROTO_UDP: u8 = 17;
+/// ICMPv6.
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// IPv6 extension headers walked before giving up.
+pub const MAX_EXT_HEADERS: usize = 6;
+
+/// What the classifier needs to know about an IP packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Packet {
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// IP protocol of the transport header (after IPv6 extension headers).
+    pub proto: u8,
+    /// TCP flags (TCP only).
+    pub tcp_flags: u8,
+    /// ICMP/ICMPv6 type (ICMP only).
+    pub icmp_type: u8,
+    /// Source port (TCP/UDP).
+    pub sport: u16,
+    /// Destination port (TCP/UDP).
+    pub dport: u16,
+    /// Offset of the IP header from the start of the frame.
+    pub l3_off: u32,
+}
+
+impl Packet {
+    /// Offset of the source address from the start of the frame.
+    pub const fn src_addr_off(&self) -> u32 {
+        if self.ip_version == 4 { self.l3_off + 12 } else { self.l3_off + 8 }
+    }
+}
+
+/// Result of parsing one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// An IPv4/IPv6 packet with a transport header the classifier understands.
+    Ip(Packet),
+    /// ARP.
+    Arp,
+    /// Dropped by the parser.
+    Drop(DropReason),
+}
+
+/// Pointer to `N` bytes at `off`, if they lie inside the frame.
+#[inline(always)]
+fn hdr<const N: usize>(start: usize, end: usize, off: usize) -> Option<*const [u8; N]> {
+    if start + off + N > end { None } else { Some((start + off) as *const [u8; N]) }
+}
+
+#[inline(always)]
+fn be16(b: &[u8], i: usize) -> u16 {
+    u16::from_be_bytes([b[i], b[i + 1]])
+}
+
+#[inline(always)]
+const fn is_vlan(ethertype: u16) -> bool {
+    ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD
+}
+
+/// Parse a frame held in a host buffer.
+pub fn parse_slice(frame: &[u8]) -> Parsed {
+    let start = frame.as_ptr() as usize;
+    // SAFETY: [start, start + len) is the slice, readable for the duration of the call.
+    unsafe { parse(start, start + frame.len()) }
+}
+
+/// Parse the frame in `[start, end)`.
+///
+/// # Safety
+/// `[start, end)` must be readable memory (an XDP frame, or a live byte slice).
+#[inline(always)]
+pub unsafe fn parse(start: usize, end: usize) -> Parsed {
+    let Some(eth) = hdr::<14>(start, end, 0) else {
+        return Parsed::Drop(DropReason::Truncated);
+    };
+    // SAFETY: `hdr` checked the 14 bytes lie inside the frame.
+    let mut ethertype = be16(unsafe { &*eth }, 12);
+    let mut off = 14usize;
+    if is_vlan(ethertype) {
+        let Some(tag) = hdr::<4>(start, end, off) else {
+            return Parsed::Drop(DropReason::Truncated);
+        };
+        // SAFETY: checked by `hdr`.
+        ethertype = be16(unsafe { &*tag }, 2);
+        off += 4;
+        if is_vlan(ethertype) {
+            let Some(tag) = hdr::<4>(start, end, off) else {
+                return Parsed::Drop(DropReason::Truncated);
+            };
+            // SAFETY: checked by `hdr`.
+            ethertype = be16(unsafe { &*tag }, 2);
+            off += 4;
+            if is_vlan(ethertype) {
+                return Parsed::Drop(DropReason::VlanDepth);
+            }
+        }
+    }
+    match ethertype {
+        ETH_P_IP => parse_ipv4(start, end, off),
+        ETH_P_IPV6 => parse_ipv6(start, end, off),
+        ETH_P_ARP => Parsed::Arp,
+        _ => Parsed::Drop(DropReason::EtherType),
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4(start: usize, end: usize, off: usize) -> Parsed {
+    let Some(ip) = hdr::<20>(start, end, off) else {
+        return Parsed::Drop(DropReason::Truncated);
+    };
+    // SAFETY: checked by `hdr`.
+    let ip = unsafe { &*ip };
+    if ip[0] >> 4 != 4 {
+        return Parsed::Drop(DropReason::Malformed);
+    }
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return Parsed::Drop(DropReason::Malformed);
+    }
+    let total = be16(ip, 2) as usize;
+    if total < ihl {
+        return Parsed::Drop(DropReason::Malformed);
+    }
+    if start + off + total > end {
+        return Parsed::Drop(DropReason::Truncated);
+    }
+    if be16(ip, 6) & 0x1fff != 0 {
+        return Parsed::Drop(DropReason::Fragment);
+    }
+    let proto = ip[9];
+    let pkt = Packet { ip_version: 4, proto, l3_off: off as u32, ..Packet::default() };
+    match proto {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP => {
+            parse_l4(start, end, off + ihl, off + total, pkt)
+        }
+        _ => Parsed::Drop(DropReason::IpProto),
+    }
+}
+
+#[inline(always)]
+const fn is_ipv6_ext(nh: u8) -> bool {
+    // Hop-by-hop, routing, fragment, destination options, authentication header.
+    matches!(nh, 0 | 43 | 44 | 60 | 51)
+}
+
+#[inline(always)]
+fn parse_ipv6(start: usize, end: usize, off: usize) -> Parsed {
+    let Some(ip) = hdr::<40>(start, end, off) else {
+        return Parsed::Drop(DropReason::Truncated);
+    };
+    // SAFETY: checked by `hdr`.
+    let ip = unsafe { &*ip };
+    if ip[0] >> 4 != 6 {
+        return Parsed::Drop(DropReason::Malformed);
+    }
+    let payload = be16(ip, 4) as usize;
+    if payload == 0 {
+        // Jumbograms (RFC 2675) are not supported.
+        return Parsed::Drop(DropReason::Malformed);
+    }
+    let ip_end = off + 40 + payload;
+    if start + ip_end > end {
+        return Parsed::Drop(DropReason::Truncated);
+    }
+    let mut nh = ip[6];
+    let mut l4 = off + 40;
+    let mut i = 0;
+    while i < MAX_EXT_HEADERS && is_ipv6_ext(nh) {
+        let Some(ext) = hdr::<8>(start, end, l4) else {
+            return Parsed::Drop(DropReason::Truncated);
+        };
+        // SAFETY: checked by `hdr`.
+        let ext = unsafe { &*ext };
+        let len = match nh {
+            44 => {
+                if be16(ext, 2) & 0xfff8 != 0 {
+                    return Parsed::Drop(DropReason::Fragment);
+                }
+                8
+            }
+            51 => (ext[1] as usize + 2) * 4,
+            _ => (ext[1] as usize + 1) * 8,
+        };
+        nh = ext[0];
+        l4 += len;
+        if l4 > ip_end {
+            return Parsed::Drop(DropReason::Malformed);
+        }
+        i += 1;
+    }
+    if is_ipv6_ext(nh) {
+        return Parsed::Drop(DropReason::ExtHeaders);
+    }
+    let pkt = Packet { ip_version: 6, proto: nh, l3_off: off as u32, ..Packet::default() };
+    match nh {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6 => parse_l4(start, end, l4, ip_end, pkt),
+        _ => Parsed::Drop(DropReason::IpProto),
+    }
+}
+
+/// Parse the transport header at `off`; `ip_end` is where the IP packet ends by its own
+/// length field.
+#[inline(always)]
+fn parse_l4(start: usize, end: usize, off: usize, ip_end: usize, mut pkt: Packet) -> Parsed {
+    match pkt.proto {
+        IPPROTO_TCP => {
+            let Some(tcp) = hdr::<20>(start, end, off) else {
+                return Parsed::Drop(DropReason::Truncated);
+            };
+            // SAFETY: checked by `hdr`.
+            let tcp = unsafe { &*tcp };
+            let doff = ((tcp[12] >> 4) as usize) * 4;
+            if doff < 20 || off + doff > ip_end {
+                return Parsed::Drop(DropReason::Malformed);
+            }
+            pkt.sport = be16(tcp, 0);
+            pkt.dport = be16(tcp, 2);
+            pkt.tcp_flags = tcp[13];
+        }
+        IPPROTO_UDP => {
+            let Some(udp) = hdr::<8>(start, end, off) else {
+                return Parsed::Drop(DropReason::Truncated);
+            };
+            // SAFETY: checked by `hdr`.
+            let udp = unsafe { &*udp };
+            let len = be16(udp, 4) as usize;
+            if len < 8 || off + len > ip_end {
+                return Parsed::Drop(DropReason::Malformed);
+            }
+            pkt.sport = be16(udp, 0);
+            pkt.dport = be16(udp, 2);
+        }
+        _ => {
+            let Some(icmp) = hdr::<4>(start, end, off) else {
+                return Parsed::Drop(DropReason::Truncated);
+            };
+            if off + 4 > ip_end {
+                return Parsed::Drop(DropReason::Malformed);
+            }
+            // SAFETY: checked by `hdr`.
+            pkt.icmp_type = unsafe { (*icmp)[0] };
+        }
+    }
+    Parsed::Ip(pkt)
+}

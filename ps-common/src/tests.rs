@@ -1,0 +1,269 @@
+//! Host unit tests of parsing and matching: the same functions the kernel runs.
+
+use alloc::{vec, vec::Vec};
+
+use crate::{
+    classify::{Tables, Verdict, decide_slice},
+    frames::*,
+    layout::*,
+    parse::{ETH_P_8021Q, Packet, Parsed, parse_slice},
+    reason::{DropReason, PassReason},
+};
+
+fn ip(p: Parsed) -> Packet {
+    match p {
+        Parsed::Ip(p) => p,
+        other => panic!("expected an IP packet, got {other:?}"),
+    }
+}
+
+fn drop_reason(p: Parsed) -> DropReason {
+    match p {
+        Parsed::Drop(r) => r,
+        other => panic!("expected a drop, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_header_combination_parses() {
+    let nets = [v4(), v6()];
+    let vlan_stacks: [&[u16]; 3] = [&[], &DOT1Q, &QINQ];
+    for net in &nets {
+        for vlans in vlan_stacks {
+            let vlan_len = 4 * vlans.len() as u32;
+            let p = ip(parse_slice(&frame(vlans, net, &tcp(40000, 443, TCP_SYN), 0)));
+            assert_eq!((p.proto, p.sport, p.dport, p.tcp_flags), (6, 40000, 443, TCP_SYN));
+            assert_eq!(p.l3_off, 14 + vlan_len);
+            let p = ip(parse_slice(&frame(vlans, net, &udp(53, 40000), 10)));
+            assert_eq!((p.proto, p.sport, p.dport), (17, 53, 40000));
+            let p = ip(parse_slice(&frame(vlans, net, &Transport::Icmp { ty: 3, code: 4 }, 28)));
+            assert_eq!(p.icmp_type, 3);
+            assert_eq!(p.ip_version, if matches!(net, Net::V4 { .. }) { 4 } else { 6 });
+        }
+    }
+}
+
+#[test]
+fn ipv4_options_are_skipped() {
+    for words in 1..=10usize {
+        let net = Net::V4 { src: V4_SRC, dst: V4_DST, options: vec![1; words * 4], frag: 0 };
+        let p = ip(parse_slice(&frame(&[], &net, &tcp(1, 5222, TCP_SYN), 0)));
+        assert_eq!(p.dport, 5222, "{words} option words");
+    }
+}
+
+#[test]
+fn ipv6_extension_chains_are_walked() {
+    for ext in [vec![0], vec![0, 60], vec![0, 43, 60], vec![44], vec![51], vec![0, 43, 44, 51, 60, 60]] {
+        let net = Net::V6 { src: V6_SRC, dst: V6_DST, ext: ext.clone(), frag_offset: 0 };
+        let p = ip(parse_slice(&frame(&[], &net, &tcp(1, 443, TCP_SYN), 0)));
+        assert_eq!((p.proto, p.dport), (6, 443), "{ext:?}");
+    }
+    let too_many = Net::V6 { src: V6_SRC, dst: V6_DST, ext: vec![60; 7], frag_offset: 0 };
+    assert_eq!(drop_reason(parse_slice(&frame(&[], &too_many, &tcp(1, 443, 2), 0))), DropReason::ExtHeaders);
+}
+
+#[test]
+fn fragments() {
+    // First fragment (MF set, offset 0) carries the ports: classified.
+    let first = Net::V4 { src: V4_SRC, dst: V4_DST, options: vec![], frag: 0x2000 };
+    assert_eq!(ip(parse_slice(&frame(&[], &first, &udp(53, 40000), 100))).dport, 40000);
+    let later = Net::V4 { src: V4_SRC, dst: V4_DST, options: vec![], frag: 0x2000 | 185 };
+    assert_eq!(drop_reason(parse_slice(&frame(&[], &later, &udp(53, 40000), 100))), DropReason::Fragment);
+    let last = Net::V4 { src: V4_SRC, dst: V4_DST, options: vec![], frag: 185 };
+    assert_eq!(drop_reason(parse_slice(&frame(&[], &last, &udp(53, 40000), 100))), DropReason::Fragment);
+    let v6_first = Net::V6 { src: V6_SRC, dst: V6_DST, ext: vec![44], frag_offset: 0 };
+    assert_eq!(ip(parse_slice(&frame(&[], &v6_first, &udp(53, 40000), 100))).dport, 40000);
+    let v6_later = Net::V6 { src: V6_SRC, dst: V6_DST, ext: vec![44], frag_offset: 181 };
+    assert_eq!(drop_reason(parse_slice(&frame(&[], &v6_later, &udp(53, 40000), 100))), DropReason::Fragment);
+}
+
+#[test]
+fn non_ip() {
+    assert_eq!(parse_slice(&frame(&[], &Net::Arp, &tcp(0, 0, 0), 0)), Parsed::Arp);
+    assert_eq!(parse_slice(&frame(&DOT1Q, &Net::Arp, &tcp(0, 0, 0), 0)), Parsed::Arp);
+    assert_eq!(drop_reason(parse_slice(&frame(&[], &Net::Other(0x88cc, 40), &tcp(0, 0, 0), 0))), DropReason::EtherType);
+    let three = [ETH_P_8021Q; 3];
+    assert_eq!(drop_reason(parse_slice(&frame(&three, &v4(), &tcp(1, 443, 2), 0))), DropReason::VlanDepth);
+    let gre = Transport::Raw(47, vec![0; 8]);
+    assert_eq!(drop_reason(parse_slice(&frame(&[], &v4(), &gre, 0))), DropReason::IpProto);
+    // ICMP (v4) inside IPv6 is not ICMPv6.
+    let icmp4_in_v6 = Transport::Raw(1, vec![8, 0, 0, 0]);
+    assert_eq!(drop_reason(parse_slice(&frame(&[], &v6(), &icmp4_in_v6, 0))), DropReason::IpProto);
+    let esp = Transport::Raw(50, vec![0; 16]);
+    assert_eq!(drop_reason(parse_slice(&frame(&[], &v6(), &esp, 0))), DropReason::IpProto);
+}
+
+#[test]
+fn truncated_at_every_byte() {
+    let frames: Vec<Vec<u8>> = vec![
+        frame(&QINQ, &v4(), &tcp(1, 443, TCP_SYN), 0),
+        frame(&[], &Net::V4 { src: V4_SRC, dst: V4_DST, options: vec![1; 8], frag: 0 }, &udp(1, 53), 0),
+        frame(&DOT1Q, &Net::V6 { src: V6_SRC, dst: V6_DST, ext: vec![0, 44, 60], frag_offset: 0 }, &tcp(1, 443, 2), 0),
+        frame(&[], &v6(), &Transport::Icmp { ty: 135, code: 0 }, 0),
+    ];
+    for f in &frames {
+        assert!(matches!(parse_slice(f), Parsed::Ip(_)));
+        for cut in 0..f.len() {
+            let r = drop_reason(parse_slice(&f[..cut]));
+            assert_eq!(r, DropReason::Truncated, "cut at {cut} of {}", f.len());
+        }
+    }
+}
+
+#[test]
+fn malformed_headers() {
+    let base = frame(&[], &v4(), &tcp(1, 443, TCP_SYN), 0);
+    let with = |i: usize, v: u8| {
+        let mut f = base.clone();
+        f[i] = v;
+        f
+    };
+    assert_eq!(drop_reason(parse_slice(&with(14, 0x44))), DropReason::Malformed, "IHL 4");
+    assert_eq!(drop_reason(parse_slice(&with(14, 0x65))), DropReason::Malformed, "version 6 in an IPv4 frame");
+    assert_eq!(drop_reason(parse_slice(&with(17, 10))), DropReason::Malformed, "total length < IHL");
+    assert_eq!(drop_reason(parse_slice(&with(17, 30))), DropReason::Malformed, "TCP header beyond total length");
+    assert_eq!(drop_reason(parse_slice(&with(17, 200))), DropReason::Truncated, "total length beyond frame");
+    assert_eq!(drop_reason(parse_slice(&with(14 + 20 + 12, 0x40))), DropReason::Malformed, "TCP data offset 4");
+    assert_eq!(drop_reason(parse_slice(&with(14 + 20 + 12, 0xf0))), DropReason::Malformed, "TCP options beyond packet");
+    let u = frame(&[], &v4(), &udp(1, 53), 0);
+    let mut bad = u.clone();
+    bad[14 + 20 + 5] = 4;
+    assert_eq!(drop_reason(parse_slice(&bad)), DropReason::Malformed, "UDP length 4");
+    let v6f = frame(&[], &v6(), &tcp(1, 443, 2), 0);
+    let mut jumbo = v6f.clone();
+    jumbo[18] = 0;
+    jumbo[19] = 0;
+    assert_eq!(drop_reason(parse_slice(&jumbo)), DropReason::Malformed, "payload length 0");
+    let mut v4in6 = v6f.clone();
+    v4in6[14] = 0x45;
+    assert_eq!(drop_reason(parse_slice(&v4in6)), DropReason::Malformed, "version 4 in an IPv6 frame");
+    // Ethernet padding after a short IP packet is fine.
+    let mut padded = frame(&[], &v4(), &tcp(1, 443, 2), 0);
+    padded.extend_from_slice(&[0; 6]);
+    assert_eq!(ip(parse_slice(&padded)).dport, 443);
+}
+
+/// A tiny table: tcp/443 inbound on all interfaces (counter 0), tcp/7000 inbound on slot 1
+/// only (counter 1), replies from tcp/5062 and udp/53 to the ephemeral range (counters 2
+/// and 3), and udp/123 replies to 123 or ephemeral (counter 4).
+struct Mini {
+    mode: u32,
+    flags: u32,
+}
+
+impl Tables for Mini {
+    fn state(&self) -> Option<State> {
+        Some(State { generation: 1, mode: self.mode })
+    }
+    fn policy(&self, generation: u32) -> Option<Policy> {
+        assert_eq!(generation, 1);
+        Some(Policy { flags: self.flags, rules_cap: 8, ephemeral_lo: 32768, ephemeral_hi: 60999, _pad: 0 })
+    }
+    fn iface(&self, ifindex: u32) -> Option<IfaceInfo> {
+        Some(IfaceInfo { slot: if ifindex <= 2 { ifindex } else { 0 }, flags: 0 })
+    }
+    fn port(&self, index: u32) -> Option<PortEntry> {
+        let e = |inbound, reply| Some(PortEntry { inbound, reply });
+        if index == port_index(1, L4::Tcp, 443) {
+            e(1, 0)
+        } else if index == port_index(1, L4::Tcp, 7000) {
+            e(2, 0)
+        } else if index == port_index(1, L4::Tcp, 5062) {
+            e(0, 3)
+        } else if index == port_index(1, L4::Udp, 53) {
+            e(0, 4)
+        } else if index == port_index(1, L4::Udp, 123) {
+            e(0, 5)
+        } else {
+            e(0, 0)
+        }
+    }
+    fn rule(&self, index: u32) -> Option<RuleEntry> {
+        let all = u32::MAX;
+        let reply = ENTRY_LAST | ENTRY_REPLY | ENTRY_EPHEMERAL;
+        let r = |flags, counter, iface_mask, local_lo, local_hi| Some(RuleEntry { flags, counter, iface_mask, local_lo, local_hi });
+        match index {
+            1 => r(ENTRY_LAST, 0, all, 0, 0),
+            2 => r(ENTRY_LAST, 1, 1 << 1, 0, 0),
+            3 => r(reply, 2, all, 0, 0),
+            4 => r(reply, 3, all, 0, 0),
+            5 => r(reply, 4, all, 123, 123),
+            _ => r(0, 0, 0, 0, 0),
+        }
+    }
+}
+
+fn verdict(f: &[u8], ifindex: u32) -> Verdict {
+    decide_slice(f, ifindex, &Mini { mode: MODE_ENFORCE, flags: 0 }).unwrap().verdict
+}
+
+#[test]
+fn matching() {
+    use Verdict::*;
+    for net in [v4(), v6()] {
+        assert_eq!(verdict(&frame(&[], &net, &tcp(40000, 443, TCP_SYN), 0), 1), Rule(0));
+        assert_eq!(verdict(&frame(&QINQ, &net, &tcp(40000, 443, TCP_SYN), 0), 2), Rule(0));
+        assert_eq!(verdict(&frame(&[], &net, &tcp(40000, 8443, TCP_SYN), 0), 1), Drop(DropReason::NoRule));
+        assert_eq!(verdict(&frame(&[], &net, &udp(40000, 443), 0), 1), Drop(DropReason::NoRule));
+        // Management-only port.
+        assert_eq!(verdict(&frame(&[], &net, &tcp(40000, 7000, TCP_SYN), 0), 1), Rule(1));
+        assert_eq!(verdict(&frame(&[], &net, &tcp(40000, 7000, TCP_SYN), 0), 2), Drop(DropReason::Interface));
+        // Stateless replies: ACK required, local port in the ephemeral range.
+        assert_eq!(verdict(&frame(&[], &net, &tcp(5062, 40000, TCP_SYN | TCP_ACK), 0), 1), Rule(2));
+        assert_eq!(verdict(&frame(&[], &net, &tcp(5062, 40000, TCP_ACK), 0), 1), Rule(2));
+        assert_eq!(verdict(&frame(&[], &net, &tcp(5062, 40000, TCP_SYN), 0), 1), Drop(DropReason::ReplyCheck));
+        assert_eq!(verdict(&frame(&[], &net, &tcp(5062, 22, TCP_ACK), 0), 1), Drop(DropReason::ReplyCheck));
+        assert_eq!(verdict(&frame(&[], &net, &udp(53, 40000), 0), 1), Rule(3));
+        assert_eq!(verdict(&frame(&[], &net, &udp(53, 1000), 0), 1), Drop(DropReason::ReplyCheck));
+        assert_eq!(verdict(&frame(&[], &net, &udp(123, 123), 0), 1), Rule(4));
+        assert_eq!(verdict(&frame(&[], &net, &udp(123, 50000), 0), 1), Rule(4));
+        assert_eq!(verdict(&frame(&[], &net, &udp(123, 124), 0), 1), Drop(DropReason::ReplyCheck));
+    }
+}
+
+#[test]
+fn icmp_policy() {
+    use Verdict::*;
+    let icmp = |net: &Net, ty| frame(&[], net, &Transport::Icmp { ty, code: 0 }, 8);
+    for (ty, want) in [
+        (3, Pass(PassReason::IcmpError)),
+        (11, Pass(PassReason::IcmpError)),
+        (12, Pass(PassReason::IcmpError)),
+        (0, Pass(PassReason::IcmpEcho)),
+        (8, Drop(DropReason::Icmp)),
+        (5, Drop(DropReason::Icmp)),
+        (13, Drop(DropReason::Icmp)),
+    ] {
+        assert_eq!(verdict(&icmp(&v4(), ty), 1), want, "ICMPv4 type {ty}");
+    }
+    for (ty, want) in [
+        (1, Pass(PassReason::IcmpError)),
+        (2, Pass(PassReason::IcmpError)),
+        (3, Pass(PassReason::IcmpError)),
+        (4, Pass(PassReason::IcmpError)),
+        (129, Pass(PassReason::IcmpEcho)),
+        (128, Drop(DropReason::Icmp)),
+        (133, Pass(PassReason::Ndp)),
+        (135, Pass(PassReason::Ndp)),
+        (136, Pass(PassReason::Ndp)),
+        (143, Pass(PassReason::Ndp)),
+        (137, Drop(DropReason::Icmp)),
+        (200, Drop(DropReason::Icmp)),
+    ] {
+        assert_eq!(verdict(&icmp(&v6(), ty), 1), want, "ICMPv6 type {ty}");
+    }
+    let allow = Mini { mode: MODE_ENFORCE, flags: POLICY_ALLOW_ECHO };
+    assert_eq!(decide_slice(&icmp(&v4(), 8), 1, &allow).unwrap().verdict, Pass(PassReason::IcmpEcho));
+    assert_eq!(decide_slice(&icmp(&v6(), 128), 1, &allow).unwrap().verdict, Pass(PassReason::IcmpEcho));
+}
+
+#[test]
+fn dry_run_passes_what_it_would_drop() {
+    let f = frame(&[], &v4(), &tcp(1, 9999, TCP_SYN), 0);
+    let enforce = decide_slice(&f, 1, &Mini { mode: MODE_ENFORCE, flags: 0 }).unwrap();
+    let dry = decide_slice(&f, 1, &Mini { mode: MODE_DRY_RUN, flags: 0 }).unwrap();
+    assert_eq!(enforce.verdict, dry.verdict);
+    assert!(!enforce.passes());
+    assert!(dry.passes());
+}
