@@ -182,10 +182,22 @@ pub fn ifindex(name: &str) -> Option<u32> {
     (i != 0).then_some(i)
 }
 
+/// Interface names in this network namespace (if_nameindex asks the kernel, so it is
+/// right inside `nsenter --net`, where /sys/class/net still shows the host's).
 fn available_interfaces() -> String {
-    let mut v: Vec<String> = fs::read_dir("/sys/class/net")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
+    let mut v = Vec::new();
+    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
+    unsafe {
+        let list = libc::if_nameindex();
+        if !list.is_null() {
+            let mut p = list;
+            while (*p).if_index != 0 {
+                v.push(std::ffi::CStr::from_ptr((*p).if_name).to_string_lossy().into_owned());
+                p = p.add(1);
+            }
+            libc::if_freenameindex(list);
+        }
+    }
     v.sort();
     v.join(", ")
 }

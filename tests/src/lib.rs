@@ -1,1 +1,371 @@
+//! Test harness shared by the integration tests and `cargo xtask demo`: network
+//! namespaces joined by veth pairs, the agent running inside one, and probes that send real
+//! packets from the others.
+//!
+//! Every lab gets its own namespace names (from a tag), so tests run in parallel without
+//! colliding; addresses live only inside those namespaces (198.18.0.0/15, fd00::/8).
 
+use std::{
+    fs,
+    io::{ErrorKind, Read as _},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Run `cmd` and panic with its output if it fails.
+pub fn sh(cmd: &str) {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("spawn sh");
+    assert!(out.status.success(), "`{cmd}` failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Run `cmd`, ignore failure.
+pub fn sh_ok(cmd: &str) -> bool {
+    Command::new("sh").arg("-c").arg(cmd).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// Make sure bpffs is mounted (tests run as root).
+pub fn ensure_bpffs() {
+    if !sh_ok("mount | grep -q ' /sys/fs/bpf type bpf'") {
+        sh("mount -t bpf bpf /sys/fs/bpf");
+    }
+}
+
+/// Run `f` on a thread that has entered network namespace `ns`.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on this thread only; the fd is valid for the call.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("netns thread panicked")
+}
+
+/// The lab: a "ps" namespace with eth0 and eth1, each a veth to a peer namespace
+/// ("a" behind eth0, "b" behind eth1).
+///
+/// | where     | IPv4           | IPv6        |
+/// |-----------|----------------|-------------|
+/// | ps eth0   | 198.18.0.1/24  | fd00:0::1   |
+/// | a veth0   | 198.18.0.2/24  | fd00:0::2   |
+/// | ps eth1   | 198.18.1.1/24  | fd00:1::1   |
+/// | b veth0   | 198.18.1.2/24  | fd00:1::2   |
+pub struct Lab {
+    /// Namespace of the protected host.
+    pub ps: String,
+    /// Peer behind eth0.
+    pub a: String,
+    /// Peer behind eth1.
+    pub b: String,
+}
+
+/// ps's eth0 address.
+pub const PS_ETH0_V4: &str = "198.18.0.1";
+/// ps's eth1 address.
+pub const PS_ETH1_V4: &str = "198.18.1.1";
+/// Peer a.
+pub const A_V4: &str = "198.18.0.2";
+/// Peer b.
+pub const B_V4: &str = "198.18.1.2";
+/// ps's eth0 IPv6 address.
+pub const PS_ETH0_V6: &str = "fd00:0::1";
+/// ps's eth1 IPv6 address.
+pub const PS_ETH1_V6: &str = "fd00:1::1";
+/// Peer a IPv6.
+pub const A_V6: &str = "fd00:0::2";
+
+impl Lab {
+    /// Create the lab for `tag` (short: namespace names are `pst-{tag}-ps` etc.), replacing
+    /// any leftover of the same tag.
+    pub fn new(tag: &str) -> Self {
+        let lab = Self { ps: format!("pst-{tag}-ps"), a: format!("pst-{tag}-a"), b: format!("pst-{tag}-b") };
+        lab.destroy();
+        for ns in [&lab.ps, &lab.a, &lab.b] {
+            sh(&format!("ip netns add {ns}"));
+            sh(&format!("ip -n {ns} link set lo up"));
+            // Answer every probe: no ICMP error rate limit inside the lab.
+            sh(&format!("nsenter --net=/var/run/netns/{ns} sysctl -qw net.ipv4.icmp_ratelimit=0 net.ipv6.icmp.ratelimit=0 net.ipv4.icmp_msgs_per_sec=100000 net.ipv4.icmp_msgs_burst=10000"));
+        }
+        for (i, peer) in [(0, &lab.a), (1, &lab.b)] {
+            sh(&format!("ip -n {} link add eth{i} type veth peer name veth0 netns {peer}", lab.ps));
+            sh(&format!("ip -n {} addr add 198.18.{i}.1/24 dev eth{i}", lab.ps));
+            sh(&format!("ip -n {} addr add fd00:{i}::1/64 dev eth{i} nodad", lab.ps));
+            sh(&format!("ip -n {peer} addr add 198.18.{i}.2/24 dev veth0"));
+            sh(&format!("ip -n {peer} addr add fd00:{i}::2/64 dev veth0 nodad"));
+            sh(&format!("ip -n {} link set eth{i} up", lab.ps));
+            sh(&format!("ip -n {peer} link set veth0 up"));
+        }
+        lab
+    }
+
+    /// Remove the namespaces (and so the veths).
+    pub fn destroy(&self) {
+        for ns in [&self.ps, &self.a, &self.b] {
+            sh_ok(&format!("ip netns del {ns}"));
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
+
+/// What a probe saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// The connection was established (TCP) or the datagram was answered.
+    Open,
+    /// The host answered with a RST / port unreachable: the packet got through XDP.
+    Refused,
+    /// No answer: dropped.
+    TimedOut,
+}
+
+/// Connect from namespace `ns` to `addr:port` over TCP.
+pub fn tcp_probe(ns: &str, addr: &str, port: u16, timeout: Duration) -> Probe {
+    let sa = SocketAddr::new(addr.parse::<IpAddr>().expect("address"), port);
+    in_netns(ns, move || match TcpStream::connect_timeout(&sa, timeout) {
+        Ok(_) => Probe::Open,
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Probe::Refused,
+        Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => Probe::TimedOut,
+        Err(e) => panic!("connect {sa} from {}: {e}", "netns"),
+    })
+}
+
+/// Send one UDP datagram from `ns` (bound to `sport`, 0 = any) to `addr:port` and wait
+/// for an answer (an echo, or an ICMP port unreachable).
+pub fn udp_probe(ns: &str, sport: u16, addr: &str, port: u16, timeout: Duration) -> Probe {
+    let ip = addr.parse::<IpAddr>().expect("address");
+    let sa = SocketAddr::new(ip, port);
+    in_netns(ns, move || {
+        let bind: SocketAddr = if ip.is_ipv4() { ([0, 0, 0, 0], sport).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, sport).into() };
+        let s = UdpSocket::bind(bind).expect("bind udp");
+        s.connect(sa).expect("connect udp");
+        s.set_read_timeout(Some(timeout)).unwrap();
+        s.send(b"ps-agent probe").expect("send");
+        let mut buf = [0u8; 64];
+        match s.recv(&mut buf) {
+            Ok(_) => Probe::Open,
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => Probe::Refused,
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => Probe::TimedOut,
+            Err(e) => panic!("udp recv from {sa}: {e}"),
+        }
+    })
+}
+
+/// A TCP listener inside `ns` that accepts (and closes) connections until dropped.
+pub struct Listener {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The bound port.
+    pub port: u16,
+}
+
+impl Listener {
+    /// Listen on `[::]:port` in `ns` (dual-stack).
+    pub fn tcp(ns: &str, port: u16) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let path = format!("/var/run/netns/{ns}");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let file = fs::File::open(&path).expect("netns");
+            // SAFETY: setns on this thread only.
+            assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            let l = TcpListener::bind(("::", port)).expect("bind listener");
+            l.set_nonblocking(true).unwrap();
+            tx.send(l.local_addr().unwrap().port()).unwrap();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
+                        let _ = s.read(&mut [0u8; 16]);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        let port = rx.recv().expect("listener started");
+        Self { stop, port }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Echo UDP datagrams in `ns` on `port` until dropped.
+pub struct UdpEcho {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl UdpEcho {
+    /// Start.
+    pub fn start(ns: &str, port: u16) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let path = format!("/var/run/netns/{ns}");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let file = fs::File::open(&path).expect("netns");
+            // SAFETY: setns on this thread only.
+            assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            let s = UdpSocket::bind(("::", port)).expect("bind udp echo");
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 2048];
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    let _ = s.send_to(&buf[..n], from);
+                }
+            }
+        });
+        rx.recv().expect("udp echo started");
+        Self { stop }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The ps-agent binary: `$PS_AGENT_BIN`, else `target/{debug,release}/ps-agent` of this
+/// workspace (`cargo xtask test` builds it first).
+pub fn agent_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PS_AGENT_BIN") {
+        return p.into();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("target");
+    for profile in ["debug", "release"] {
+        let p = root.join(profile).join("ps-agent");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("ps-agent binary not found under {}: run `cargo build -p ps-agent` (or `cargo xtask test`)", root.display());
+}
+
+/// A running `ps-agent run` inside a namespace, with its own pin and state directories.
+pub struct Agent {
+    child: Option<Child>,
+    /// Pin directory.
+    pub pin_dir: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Log file (stderr of the agent).
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Start `ps-agent run ARGS` in `ns` and wait until it has published its state.
+    pub fn start(ns: &str, tag: &str, args: &[&str]) -> Self {
+        let (agent, ok) = Self::spawn(ns, tag, args, Duration::from_secs(30));
+        assert!(ok, "ps-agent did not start; its log:\n{}", agent.log_text());
+        agent
+    }
+
+    /// Start and wait; `false` if it exited or timed out before publishing its state.
+    pub fn spawn(ns: &str, tag: &str, args: &[&str], wait: Duration) -> (Self, bool) {
+        ensure_bpffs();
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/pst-{tag}"));
+        let state_dir = PathBuf::from(format!("/tmp/pst-{tag}"));
+        let _ = fs::create_dir_all(&state_dir);
+        let log = state_dir.join("agent.log");
+        let logf = fs::File::create(&log).expect("log file");
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{ns}"))
+            .arg(agent_bin())
+            .arg("--pin-dir")
+            .arg(&pin_dir)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("run")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn ps-agent");
+        let mut agent = Self { child: Some(child), pin_dir, state_dir, log };
+        let t0 = Instant::now();
+        while t0.elapsed() < wait {
+            // Started when its own state file (with its pid; nsenter execs the agent) is there.
+            let pid = agent.child.as_ref().map_or(0, |c| c.id() as u64);
+            if let Ok(text) = fs::read_to_string(agent.state_dir.join("state.json"))
+                && serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v["pid"].as_u64() == Some(pid))
+            {
+                return (agent, true);
+            }
+            if let Some(c) = agent.child.as_mut()
+                && c.try_wait().ok().flatten().is_some()
+            {
+                return (agent, false);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (agent, false)
+    }
+
+    /// The agent's log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `ps-agent stats --json`, parsed.
+    pub fn stats(&self) -> serde_json::Value {
+        let out = Command::new(agent_bin()).arg("--state-dir").arg(&self.state_dir).args(["stats", "--json"]).output().expect("run stats");
+        assert!(out.status.success(), "stats failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("stats JSON")
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        c.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Packets counted for the rule whose id is `id` (and `direction`), all interfaces.
+pub fn rule_packets(stats: &serde_json::Value, id: &str, direction: &str) -> u64 {
+    stats["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| r["id"] == id && r["direction"] == direction)
+        .unwrap_or_else(|| panic!("no rule {id}/{direction} in {stats}"))["packets"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Is an XDP program attached to `dev` in `ns`?
+pub fn xdp_attached(ns: &str, dev: &str) -> bool {
+    let out = Command::new("ip").args(["-n", ns, "-d", "link", "show", "dev", dev]).output().expect("ip link");
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}

@@ -1,0 +1,174 @@
+//! Namespace tests: real packets over veth pairs into a "ps" namespace where ps-agent
+//! enforces the shipped PS 8.1.2 matrix on eth0 (management) and eth1.
+
+use std::time::Duration;
+
+use ps_tests::*;
+
+const OPEN: Duration = Duration::from_secs(3);
+const DROP: Duration = Duration::from_millis(800);
+
+fn drops(s: &serde_json::Value, reason: &str) -> u64 {
+    s["drops"][reason].as_u64().unwrap()
+}
+
+fn would(s: &serde_json::Value, reason: &str) -> u64 {
+    s["would_drop"][reason].as_u64().unwrap()
+}
+
+#[test]
+fn enforce_shipped_matrix_ipv4() {
+    let lab = Lab::new("e4");
+    let mut agent = Agent::start(&lab.ps, "e4", &[]);
+    assert!(xdp_attached(&lab.ps, "eth0") && xdp_attached(&lab.ps, "eth1"), "default interfaces are eth0 and eth1");
+
+    // Inbound matrix ports pass: an open port connects, a closed one answers RST.
+    let _l443 = Listener::tcp(&lab.ps, 443);
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 443, OPEN), Probe::Open, "tcp/443 on eth0 (ps-01)");
+    assert_eq!(tcp_probe(&lab.b, PS_ETH1_V4, 443, OPEN), Probe::Open, "tcp/443 on eth1 (ps-01)");
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 5222, OPEN), Probe::Refused, "tcp/5222 (ps-10) passes, closed port");
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 7150, OPEN), Probe::Refused, "tcp/7001-7199 on the management interface");
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 22, OPEN), Probe::Refused, "failsafe ssh");
+    // Not in the matrix: dropped.
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 8080, DROP), Probe::TimedOut, "tcp/8080 is not in the matrix");
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 5063, DROP), Probe::TimedOut, "ps-07/08 are optional and closed by default");
+    // Management-only rows do not apply on eth1.
+    assert_eq!(tcp_probe(&lab.b, PS_ETH1_V4, 7000, DROP), Probe::TimedOut, "tcp/7000 is bound to the management interface");
+
+    // Outbound rows: replies pass (stateless: ACK from the row's port to an ephemeral port).
+    let _sm = Listener::tcp(&lab.a, 5062);
+    assert_eq!(tcp_probe(&lab.ps, A_V4, 5062, OPEN), Probe::Open, "PS -> SM 5062 (ps-04)");
+    let _other = Listener::tcp(&lab.a, 6000);
+    assert_eq!(tcp_probe(&lab.ps, A_V4, 6000, DROP), Probe::TimedOut, "no row for remote port 6000: SYN-ACK dropped");
+    let _dns = UdpEcho::start(&lab.a, 53);
+    assert_eq!(udp_probe(&lab.ps, 0, A_V4, 53, OPEN), Probe::Open, "DNS reply (failsafe)");
+    let _mdns = UdpEcho::start(&lab.a, 5353);
+    assert_eq!(udp_probe(&lab.ps, 0, A_V4, 5353, DROP), Probe::TimedOut, "udp reply from 5353 is not admitted");
+
+    // Counters: exact for UDP, which sends one packet per probe.
+    let before = agent.stats();
+    for _ in 0..5 {
+        assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V4, 9999, Duration::from_millis(200)), Probe::TimedOut);
+    }
+    let after = agent.stats();
+    assert_eq!(drops(&after, "no_rule") - drops(&before, "no_rule"), 5, "5 UDP datagrams to 9999, 5 no_rule drops");
+
+    let s = after;
+    assert_eq!(s["mode"], "enforce");
+    assert_eq!(s["interfaces"].as_array().unwrap().len(), 2);
+    assert!(rule_packets(&s, "ps-01+ps-02", "inbound") >= 6, "two connections on 443: {s}");
+    assert!(rule_packets(&s, "ps-04", "reply") >= 2, "SYN-ACK and more from 5062");
+    assert!(rule_packets(&s, "failsafe-dns", "reply") >= 1);
+    assert!(drops(&s, "interface") >= 1, "7000 on eth1");
+    assert!(drops(&s, "no_rule") >= 5 + 3, "8080, 5063, 6000 and the UDP probes");
+    let per_if = &s["rules"].as_array().unwrap().iter().find(|r| r["id"] == "ps-01+ps-02").unwrap()["per_interface"];
+    assert!(per_if["eth0"]["packets"].as_u64().unwrap() >= 3 && per_if["eth1"]["packets"].as_u64().unwrap() >= 3, "{per_if}");
+    assert!(s["passed"]["arp"].as_u64().unwrap() >= 1, "ARP passes");
+    let t = &s["totals"];
+    let sum = t["by_rule"].as_u64().unwrap() + t["passed_other"].as_u64().unwrap() + t["dropped"].as_u64().unwrap() + t["would_drop"].as_u64().unwrap();
+    assert_eq!(t["packets"].as_u64().unwrap(), sum);
+    assert_eq!(t["would_drop"].as_u64().unwrap(), 0);
+
+    // Clean exit: detached, unpinned, no state file.
+    assert_eq!(agent.stop(), Some(0), "{}", agent.log_text());
+    assert!(!xdp_attached(&lab.ps, "eth0") && !xdp_attached(&lab.ps, "eth1"));
+    assert!(!agent.pin_dir.exists(), "pins removed");
+    assert!(!agent.state_dir.join("state.json").exists());
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 8080, OPEN), Probe::Refused, "after exit nothing is filtered");
+}
+
+#[test]
+fn enforce_shipped_matrix_ipv6() {
+    let lab = Lab::new("e6");
+    let agent = Agent::start(&lab.ps, "e6", &["--iface", "eth0", "--iface", "eth1"]);
+    let _l = Listener::tcp(&lab.ps, 18443);
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V6, 18443, OPEN), Probe::Open, "ps-22 over IPv6 (and NDP passes)");
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V6, 443, OPEN), Probe::Refused);
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V6, 8080, DROP), Probe::TimedOut);
+    let before = agent.stats();
+    for _ in 0..3 {
+        assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V6, 9999, Duration::from_millis(200)), Probe::TimedOut);
+    }
+    let _dns = UdpEcho::start(&lab.a, 53);
+    assert_eq!(udp_probe(&lab.ps, 0, A_V6, 53, OPEN), Probe::Open, "DNS reply over IPv6");
+    let s = agent.stats();
+    assert_eq!(drops(&s, "no_rule") - drops(&before, "no_rule"), 3);
+    assert!(rule_packets(&s, "ps-22", "inbound") >= 3);
+    assert!(s["passed"]["ndp"].as_u64().unwrap() >= 1, "neighbour discovery passes: {s}");
+}
+
+#[test]
+fn dry_run_passes_everything_and_counts_would_drops() {
+    let lab = Lab::new("dry");
+    let agent = Agent::start(&lab.ps, "dry", &["--dry-run", "--xdp-mode", "skb"]);
+    let out = std::process::Command::new("ip").args(["-n", &lab.ps, "-d", "link", "show", "dev", "eth0"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("xdpgeneric"), "--xdp-mode skb attaches in generic mode");
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 8080, OPEN), Probe::Refused, "dry-run: 8080 gets through (RST)");
+    assert_eq!(tcp_probe(&lab.b, PS_ETH1_V4, 7000, OPEN), Probe::Refused, "dry-run: 7000 on eth1 gets through");
+    assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V4, 9999, OPEN), Probe::Refused, "dry-run: port unreachable comes back");
+    let s = agent.stats();
+    assert_eq!(s["mode"], "dry-run");
+    assert_eq!(s["interfaces"][0]["xdp_mode"], "skb");
+    assert!(would(&s, "no_rule") >= 2, "{s}");
+    assert!(would(&s, "interface") >= 1, "{s}");
+    assert_eq!(s["totals"]["dropped"].as_u64().unwrap(), 0, "nothing is dropped in dry-run");
+    // The would-drops are logged (rate-limited) through aya-log.
+    let t0 = std::time::Instant::now();
+    while !agent.log_text().contains("would drop: reason=no_rule") && t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(agent.log_text().contains("would drop: reason=no_rule"), "log:\n{}", agent.log_text());
+}
+
+#[test]
+fn dry_run_log_is_rate_limited() {
+    let lab = Lab::new("rl");
+    let agent = Agent::start(&lab.ps, "rl", &["--dry-run", "--iface", "eth0"]);
+    for i in 0..60 {
+        assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V4, 9999, Duration::from_millis(300)), Probe::Refused, "probe {i}");
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let s = agent.stats();
+    let logged = agent.log_text().matches("would drop:").count() as u64;
+    assert!(would(&s, "no_rule") >= 60);
+    assert!(logged <= 30, "60 would-drops in well under 4 s logged {logged} lines");
+    assert!(s["log_suppressed"].as_u64().unwrap() >= 60 - logged - 5, "suppressed lines are counted: {}", s["log_suppressed"]);
+}
+
+#[test]
+fn startup_errors_say_what_is_wrong_and_leave_nothing_behind() {
+    let lab = Lab::new("err");
+    // A missing interface.
+    let (mut a, ok) = Agent::spawn(&lab.ps, "err1", &["--iface", "eth0", "--iface", "nope0"], Duration::from_secs(20));
+    assert!(!ok);
+    assert_eq!(a.stop(), Some(1));
+    assert!(a.log_text().contains("interface `nope0` does not exist; interfaces here: eth0, eth1, lo"), "{}", a.log_text());
+    assert!(!xdp_attached(&lab.ps, "eth0"));
+
+    // A bad config names file, line and field.
+    let cfg = std::env::temp_dir().join("pst-err-bad.toml");
+    std::fs::write(&cfg, "interfaces = [\"eth0\"]\n[ports]\nps-10 = \"5222x\"\n").unwrap();
+    let (mut a, ok) = Agent::spawn(&lab.ps, "err2", &["--config", cfg.to_str().unwrap()], Duration::from_secs(20));
+    assert!(!ok);
+    assert_eq!(a.stop(), Some(1));
+    assert!(a.log_text().contains(&format!("{}:3: field `ports.ps-10`: invalid port `5222x`", cfg.display())), "{}", a.log_text());
+
+    // eth1 is taken by another XDP program: the agent must not stay attached to eth0.
+    let holder = Agent::start(&lab.ps, "err3", &["--iface", "eth1"]);
+    let (mut a, ok) = Agent::spawn(&lab.ps, "err4", &[], Duration::from_secs(20));
+    assert!(!ok);
+    assert_eq!(a.stop(), Some(1));
+    assert!(a.log_text().contains("another XDP program is attached to `eth1`"), "{}", a.log_text());
+    assert!(!xdp_attached(&lab.ps, "eth0"), "eth0 was detached again");
+    assert!(!a.pin_dir.exists());
+    assert!(xdp_attached(&lab.ps, "eth1"), "the other program is untouched");
+    drop(holder);
+
+    // A second agent on the same state directory is refused.
+    let first = Agent::start(&lab.ps, "err5", &["--iface", "eth0"]);
+    let (mut second, ok) = Agent::spawn(&lab.ps, "err5", &["--iface", "eth1"], Duration::from_secs(20));
+    assert!(!ok);
+    assert_eq!(second.stop(), Some(1));
+    assert!(second.log_text().contains("another ps-agent (pid"), "{}", second.log_text());
+    assert!(first.stats()["mode"] == "enforce", "the first agent keeps running");
+}
