@@ -443,7 +443,7 @@ impl Loaded {
     /// Run the program once on `frame` as if it arrived on `ifindex` (BPF_PROG_TEST_RUN).
     /// Returns the XDP action.
     pub fn test_run(&self, frame: &[u8], ifindex: u32, repeat: u32) -> Result<(u32, std::time::Duration), LoadError> {
-        let ctx = xdp_md_ctx(ifindex);
+        let ctx = xdp_md_ctx(ifindex, frame.len() as u32);
         let r = self
             .xdp()
             .test_run(TestRunOptions { data_in: Some(frame), ctx_in: Some(&ctx), repeat, ..TestRunOptions::new() })
@@ -468,9 +468,11 @@ fn mode_word(mode: Mode) -> u32 {
     }
 }
 
-/// `struct xdp_md` for BPF_PROG_TEST_RUN: only `ingress_ifindex` set.
-pub fn xdp_md_ctx(ifindex: u32) -> [u8; 24] {
+/// `struct xdp_md` for BPF_PROG_TEST_RUN: `data` 0, `data_end` the frame length (the
+/// kernel insists), `ingress_ifindex` a real interface of the caller's namespace.
+pub fn xdp_md_ctx(ifindex: u32, len: u32) -> [u8; 24] {
     let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&len.to_ne_bytes());
     ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
     ctx
 }
