@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, HashMap};
 use ps_common::{
     MAX_CHAIN, MAX_IFACES,
     layout::{
-        DEFAULT_RULES_CAP, ENTRY_EPHEMERAL, ENTRY_LAST, ENTRY_REPLY, L4, POLICY_ALLOW_ECHO, Policy,
-        PortEntry, RuleEntry,
+        DEFAULT_RULES_CAP, ENTRY_EPHEMERAL, ENTRY_LAST, ENTRY_REPLY, L4, POLICY_ALLOW_ECHO, Policy, PortEntry,
+        RuleEntry,
     },
 };
 use serde::Serialize;
@@ -47,7 +47,9 @@ impl HostFacts {
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
     /// A site-supplied port list is missing.
-    #[error("row `{row}` ({description}): destination port is `{text}`; set it in the site config: [ports] {row} = \"389, 636\"")]
+    #[error(
+        "row `{row}` ({description}): destination port is `{text}`; set it in the site config: [ports] {row} = \"389, 636\""
+    )]
     NeedsPorts {
         /// Row id.
         row: String,
@@ -57,7 +59,9 @@ pub enum CompileError {
         text: String,
     },
     /// Too many candidates on one port.
-    #[error("{transport}/{port} has {n} rules that apply to it; at most {MAX_CHAIN} are supported: merge or narrow the site rules")]
+    #[error(
+        "{transport}/{port} has {n} rules that apply to it; at most {MAX_CHAIN} are supported: merge or narrow the site rules"
+    )]
     ChainTooLong {
         /// Transport.
         transport: &'static str,
@@ -73,7 +77,9 @@ pub enum CompileError {
         n: usize,
     },
     /// A site rule names an interface that is not enforced.
-    #[error("rule `{rule}` names interface `{iface}`, which is not among the enforced interfaces ({enforced}); add it to `interfaces` or fix the rule")]
+    #[error(
+        "rule `{rule}` names interface `{iface}`, which is not among the enforced interfaces ({enforced}); add it to `interfaces` or fix the rule"
+    )]
     UnknownInterface {
         /// Rule id.
         rule: String,
@@ -211,11 +217,8 @@ pub fn compile(config: &Config, host: &HostFacts) -> Result<RuleSet, CompileErro
     let ephemeral_reply = Some(LocalPorts { ephemeral: true, explicit: None });
 
     for row in &config.matrix.rows {
-        let enabled = if site.disable.contains(&row.id) {
-            false
-        } else {
-            row.on_by_default() || site.enable.contains(&row.id)
-        };
+        let enabled =
+            if site.disable.contains(&row.id) { false } else { row.on_by_default() || site.enable.contains(&row.id) };
         if !enabled {
             let why = if site.disable.contains(&row.id) {
                 "disabled by the site config".to_string()
@@ -252,10 +255,7 @@ pub fn compile(config: &Config, host: &HostFacts) -> Result<RuleSet, CompileErro
             continue;
         }
         if !dst_is_host && !src_is_host {
-            skipped.push(Skipped {
-                row: row.id.clone(),
-                why: format!("neither end is {host_sys}"),
-            });
+            skipped.push(Skipped { row: row.id.clone(), why: format!("neither end is {host_sys}") });
             continue;
         }
         let ports = resolve_ports(row, config)?;
@@ -388,7 +388,14 @@ fn failsafe_drafts(ssh_ports: &[u16]) -> Vec<Draft> {
     let mut out = Vec::new();
     if !ssh_ports.is_empty() {
         let ports = ssh_ports.iter().map(|&p| (p, p)).collect();
-        out.push(d("failsafe-ssh", Transport::Tcp, RuleKind::Inbound, ports, None, "SSH to this host (lock-out failsafe)"));
+        out.push(d(
+            "failsafe-ssh",
+            Transport::Tcp,
+            RuleKind::Inbound,
+            ports,
+            None,
+            "SSH to this host (lock-out failsafe)",
+        ));
     }
     for t in [Transport::Udp, Transport::Tcp] {
         out.push(d("failsafe-dns", t, RuleKind::Reply, vec![(53, 53)], eph, "DNS replies (lock-out failsafe)"));
@@ -502,5 +509,185 @@ impl RuleSet {
             h = h.wrapping_mul(0x100000001b3);
         }
         format!("{h:016x}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SiteRule, Transport::*};
+
+    fn shipped() -> RuleSet {
+        compile(&Config::shipped(), &HostFacts::typical()).unwrap()
+    }
+
+    /// (kind, transport, ports, interfaces) of every rule that row `id` is part of.
+    fn rules_of(set: &RuleSet, id: &str) -> Vec<(RuleKind, Transport, String, Option<Vec<String>>)> {
+        set.rules
+            .iter()
+            .filter(|r| r.rows.iter().any(|x| x == id))
+            .map(|r| (r.kind, r.transport, r.ports_text.clone(), r.interfaces.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn every_row_of_table_1() {
+        use RuleKind::*;
+        let set = shipped();
+        let all = None;
+        let mgmt = Some(vec!["eth0".to_string()]);
+        let expect: [(&str, Vec<(RuleKind, Transport, &str, Option<Vec<String>>)>); 27] = [
+            ("ps-01", vec![(Inbound, Tcp, "443", all.clone())]),
+            ("ps-02", vec![(Inbound, Tcp, "443", all.clone())]),
+            ("ps-03", vec![(Reply, Tcp, "443", all.clone())]),
+            ("ps-04", vec![(Reply, Tcp, "5062", all.clone())]),
+            ("ps-05", vec![(Inbound, Tcp, "5061", all.clone())]),
+            ("ps-06", vec![]),
+            ("ps-07", vec![]),
+            ("ps-08", vec![]),
+            ("ps-09", vec![]),
+            ("ps-10", vec![(Inbound, Tcp, "5222", all.clone())]),
+            ("ps-11", vec![(Inbound, Tcp, "5269", all.clone())]),
+            ("ps-12", vec![(Reply, Tcp, "5269", all.clone())]),
+            ("ps-13", vec![(Inbound, Tcp, "7000", mgmt.clone())]),
+            ("ps-14", vec![(Inbound, Tcp, "7001-7199", mgmt.clone())]),
+            ("ps-15", vec![(Reply, Tcp, "80", all.clone())]),
+            ("ps-16", vec![(Reply, Tcp, "443", all.clone())]),
+            ("ps-17", vec![(Reply, Tcp, "450", all.clone())]),
+            ("ps-18", vec![]),
+            ("ps-19", vec![(Reply, Tcp, "2809", mgmt.clone())]),
+            ("ps-20", vec![(Inbound, Tcp, "7000", mgmt.clone()), (Reply, Tcp, "7000", mgmt.clone())]),
+            ("ps-21", vec![(Inbound, Tcp, "7001-7199", mgmt.clone()), (Reply, Tcp, "7001-7199", mgmt.clone())]),
+            ("ps-22", vec![(Inbound, Tcp, "18443", all.clone()), (Reply, Tcp, "18443", all.clone())]),
+            ("ps-23", vec![(Inbound, Tcp, "18444", all.clone()), (Reply, Tcp, "18444", all.clone())]),
+            ("ps-24", vec![(Inbound, Tcp, "18445", all.clone())]),
+            ("ps-25", vec![(Reply, Tcp, "443", all.clone())]),
+            ("ps-26", vec![(Reply, Tcp, "389, 636, 3268, 3269", all.clone())]),
+            ("ps-27", vec![(Reply, Tcp, "25, 587", all.clone())]),
+        ];
+        for (id, want) in expect {
+            let want: Vec<_> = want.into_iter().map(|(k, t, p, i)| (k, t, p.to_string(), i)).collect();
+            assert_eq!(rules_of(&set, id), want, "row {id}");
+        }
+        let skipped: Vec<_> = set.skipped.iter().map(|s| s.row.as_str()).collect();
+        assert_eq!(skipped, ["ps-06", "ps-07", "ps-08", "ps-09", "ps-18"]);
+        // Identical matches merge into one rule with one counter.
+        let ids: Vec<_> = set.rules.iter().filter(|r| r.origin == Origin::Matrix).map(|r| r.id.as_str()).collect();
+        assert!(ids.contains(&"ps-01+ps-02") && ids.contains(&"ps-03+ps-16+ps-25") && ids.contains(&"ps-13+ps-20"));
+        // Counters are dense and in rule order.
+        assert!(set.rules.iter().enumerate().all(|(i, r)| r.counter == i as u32));
+    }
+
+    #[test]
+    fn failsafe_rules_and_switch() {
+        let set = shipped();
+        let fs: Vec<_> = set
+            .rules
+            .iter()
+            .filter(|r| r.origin == Origin::Failsafe)
+            .map(|r| (r.id.as_str(), r.transport, r.kind, r.ports_text.as_str()))
+            .collect();
+        assert_eq!(
+            fs,
+            [
+                ("failsafe-ssh", Tcp, RuleKind::Inbound, "22"),
+                ("failsafe-dns", Udp, RuleKind::Reply, "53"),
+                ("failsafe-dns", Tcp, RuleKind::Reply, "53"),
+                ("failsafe-ntp", Udp, RuleKind::Reply, "123"),
+                ("failsafe-dhcp", Udp, RuleKind::Reply, "67"),
+                ("failsafe-dhcpv6", Udp, RuleKind::Reply, "547"),
+            ]
+        );
+        let mut cfg = Config::shipped();
+        cfg.site.failsafe.enabled = false;
+        let off = compile(&cfg, &HostFacts::typical()).unwrap();
+        assert!(off.rules.iter().all(|r| r.origin != Origin::Failsafe));
+        assert!(off.warnings.iter().any(|w| w.contains("failsafe is off")));
+    }
+
+    #[test]
+    fn tables_match_rules() {
+        let set = shipped();
+        // 443 inbound and reply both present; 7001-7199 one entry per port sharing one list.
+        let e443 = set.ports[&(L4::Tcp, 443)];
+        assert!(e443.inbound != 0 && e443.reply != 0);
+        let heads: std::collections::BTreeSet<u32> = (7001..=7199).map(|p| set.ports[&(L4::Tcp, p)].inbound).collect();
+        assert_eq!(heads.len(), 1, "identical candidate lists are stored once");
+        let e = set.entries[set.ports[&(L4::Tcp, 7000)].inbound as usize];
+        assert_eq!(e.iface_mask, 1 << 1, "management-only: slot 1 (eth0)");
+        let r = set.entries[set.ports[&(L4::Tcp, 5062)].reply as usize];
+        assert_eq!(r.flags, ENTRY_LAST | ENTRY_REPLY | ENTRY_EPHEMERAL);
+        let dhcp = set.entries[set.ports[&(L4::Udp, 67)].reply as usize];
+        assert_eq!((dhcp.flags & ENTRY_EPHEMERAL, dhcp.local_lo, dhcp.local_hi), (0, 68, 68));
+        assert!(!set.ports.contains_key(&(L4::Tcp, 5063)), "optional closed rows have no entries");
+    }
+
+    #[test]
+    fn deterministic() {
+        let a = shipped();
+        let b = shipped();
+        assert_eq!(a, b);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+    }
+
+    #[test]
+    fn site_choices() {
+        let mut cfg = Config::shipped();
+        cfg.site.enable = vec!["ps-07".into(), "ps-08".into(), "ps-18".into()];
+        cfg.site.disable = vec!["ps-27".into()];
+        cfg.site.ports.insert("ps-10".into(), vec![(5223, 5223)]);
+        cfg.site.ports.insert("ps-26".into(), vec![(636, 636)]);
+        cfg.site.management_interface = "eth1".into();
+        cfg.site.rules.push(SiteRule {
+            id: "site-snmp".into(),
+            transport: Udp,
+            ports: vec![(161, 161)],
+            direction: Direction::Inbound,
+            interfaces: Some(vec!["eth0".into()]),
+            description: "SNMP".into(),
+        });
+        let set = compile(&cfg, &HostFacts::typical()).unwrap();
+        assert_eq!(rules_of(&set, "ps-07"), vec![(RuleKind::Inbound, Tcp, "5063".into(), None)]);
+        assert_eq!(set.rules.iter().find(|r| r.rows.contains(&"ps-07".into())).unwrap().id, "ps-07+ps-08");
+        assert_eq!(rules_of(&set, "ps-18"), vec![(RuleKind::Reply, Tcp, "1050-1065, 1066-1081".into(), None)]);
+        assert!(rules_of(&set, "ps-27").is_empty());
+        assert_eq!(rules_of(&set, "ps-10")[0].2, "5223");
+        assert_eq!(rules_of(&set, "ps-26")[0].2, "636");
+        assert_eq!(rules_of(&set, "ps-13")[0].3, Some(vec!["eth1".into()]));
+        assert_eq!(
+            rules_of(&set, "site-snmp"),
+            vec![(RuleKind::Inbound, Udp, "161".into(), Some(vec!["eth0".into()]))]
+        );
+        assert_eq!(set.entries[set.ports[&(L4::Tcp, 7000)].inbound as usize].iface_mask, 1 << 2);
+
+        cfg.site.rules[0].interfaces = Some(vec!["eth9".into()]);
+        let e = compile(&cfg, &HostFacts::typical()).unwrap_err().to_string();
+        assert!(e.contains("names interface `eth9`"), "{e}");
+    }
+
+    #[test]
+    fn site_supplied_ports_without_default_need_config() {
+        let text = crate::config::SHIPPED_MATRIX.replace("site_ports = \"389, 636, 3268, 3269\"\n", "");
+        let m = crate::config::Matrix::parse(&text, "m.toml").unwrap();
+        let cfg = Config { matrix: m, site: Default::default() };
+        let e = compile(&cfg, &HostFacts::typical()).unwrap_err().to_string();
+        assert!(e.starts_with("row `ps-26`") && e.contains("[ports] ps-26"), "{e}");
+    }
+
+    #[test]
+    fn too_many_candidates_on_one_port() {
+        let mut cfg = Config::shipped();
+        for i in 0..9 {
+            cfg.site.rules.push(SiteRule {
+                id: format!("r{i}"),
+                transport: Tcp,
+                ports: vec![(9000, 9000 + i)],
+                direction: Direction::Inbound,
+                interfaces: None,
+                description: String::new(),
+            });
+        }
+        let e = compile(&cfg, &HostFacts::typical()).unwrap_err().to_string();
+        assert!(e.starts_with("tcp/9000 has 9 rules"), "{e}");
     }
 }

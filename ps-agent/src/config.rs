@@ -214,8 +214,8 @@ impl Matrix {
 
     /// Read and validate a policy file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -227,7 +227,13 @@ impl Matrix {
         for (i, r) in m.rows.into_iter().enumerate() {
             let at = |f: &str| format!("row[{i}].{f}");
             if let Some(prev) = seen.insert(r.id.get_ref().clone(), i) {
-                return Err(field(file, text, &r.id, at("id"), format!("duplicate id `{}` (also row[{prev}])", r.id.get_ref())));
+                return Err(field(
+                    file,
+                    text,
+                    &r.id,
+                    at("id"),
+                    format!("duplicate id `{}` (also row[{prev}])", r.id.get_ref()),
+                ));
             }
             let spec = |s: &Spanned<String>, name: &str| {
                 PortSpec::parse(s.get_ref()).map_err(|e| field(file, text, s, at(name), e.to_string()))
@@ -467,8 +473,7 @@ impl Config {
             None if Path::new(DEFAULT_CONFIG_PATH).exists() => PathBuf::from(DEFAULT_CONFIG_PATH),
             None => return Ok(Self::shipped()),
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
         let file = path.display().to_string();
         let policy_path = peek_policy(&text, &file)?.map(|p| match p.is_relative() {
             true => path.parent().unwrap_or(Path::new(".")).join(p),
@@ -497,20 +502,32 @@ impl Site {
             if matrix.row(id.get_ref()).is_some() {
                 Ok(id.get_ref().clone())
             } else {
-                Err(field(file, text, id, name, format!(
-                    "no row `{}` in {} (ids run {}..{})",
-                    id.get_ref(),
-                    matrix.origin,
-                    matrix.rows.first().map_or("", |r| r.id.as_str()),
-                    matrix.rows.last().map_or("", |r| r.id.as_str()),
-                )))
+                Err(field(
+                    file,
+                    text,
+                    id,
+                    name,
+                    format!(
+                        "no row `{}` in {} (ids run {}..{})",
+                        id.get_ref(),
+                        matrix.origin,
+                        matrix.rows.first().map_or("", |r| r.id.as_str()),
+                        matrix.rows.last().map_or("", |r| r.id.as_str()),
+                    ),
+                ))
             }
         };
         let enable = f.rows.enable.iter().map(|id| known(id, "rows.enable")).collect::<Result<Vec<_>, _>>()?;
         let disable = f.rows.disable.iter().map(|id| known(id, "rows.disable")).collect::<Result<Vec<_>, _>>()?;
         for id in &f.rows.enable {
             if f.rows.disable.iter().any(|d| d.get_ref() == id.get_ref()) {
-                return Err(field(file, text, id, "rows.enable", format!("`{}` is both enabled and disabled", id.get_ref())));
+                return Err(field(
+                    file,
+                    text,
+                    id,
+                    "rows.enable",
+                    format!("`{}` is both enabled and disabled", id.get_ref()),
+                ));
             }
         }
         let mut ports = BTreeMap::new();
@@ -519,15 +536,23 @@ impl Site {
             let Some(row) = matrix.row(id) else {
                 return Err(field(file, text, spec, name, format!("no row `{id}` in {}", matrix.origin)));
             };
-            let overridable = matches!(row.destination_port, PortSpec::Ports { configurable: true, .. } | PortSpec::SiteSupplied(_));
+            let overridable =
+                matches!(row.destination_port, PortSpec::Ports { configurable: true, .. } | PortSpec::SiteSupplied(_));
             if !overridable {
-                return Err(field(file, text, spec, name, format!(
-                    "row `{id}` has a fixed port ({}); only configurable `(C)` and site-supplied ports can be overridden — add a [[rule]] instead",
-                    row.destination_port
-                )));
+                return Err(field(
+                    file,
+                    text,
+                    spec,
+                    name,
+                    format!(
+                        "row `{id}` has a fixed port ({}); only configurable `(C)` and site-supplied ports can be overridden — add a [[rule]] instead",
+                        row.destination_port
+                    ),
+                ));
             }
-            let ranges = parse_ranges(spec.get_ref())
-                .map_err(|(tok, why)| field(file, text, spec, format!("ports.{id}"), format!("invalid port `{tok}`: {why}")))?;
+            let ranges = parse_ranges(spec.get_ref()).map_err(|(tok, why)| {
+                field(file, text, spec, format!("ports.{id}"), format!("invalid port `{tok}`: {why}"))
+            })?;
             ports.insert(id.clone(), ranges);
         }
         let mut rules = Vec::new();
@@ -542,7 +567,13 @@ impl Site {
             if let Some(ifs) = &r.interfaces
                 && ifs.get_ref().is_empty()
             {
-                return Err(field(file, text, ifs, format!("rule[{i}].interfaces"), "empty list; omit the field to mean every interface"));
+                return Err(field(
+                    file,
+                    text,
+                    ifs,
+                    format!("rule[{i}].interfaces"),
+                    "empty list; omit the field to mean every interface",
+                ));
             }
             rules.push(SiteRule {
                 id: id.clone(),
@@ -590,7 +621,10 @@ mod tests {
         assert_eq!(closed, ["ps-06", "ps-07", "ps-08", "ps-09", "ps-18"]);
         let mgmt: Vec<_> = m.rows.iter().filter(|r| r.management_only).map(|r| r.id.as_str()).collect();
         assert_eq!(mgmt, ["ps-13", "ps-14", "ps-19", "ps-20", "ps-21"]);
-        assert_eq!(m.row("ps-26").unwrap().site_ports.as_deref(), Some(&[(389, 389), (636, 636), (3268, 3268), (3269, 3269)][..]));
+        assert_eq!(
+            m.row("ps-26").unwrap().site_ports.as_deref(),
+            Some(&[(389, 389), (636, 636), (3268, 3268), (3269, 3269)][..])
+        );
     }
 
     #[test]
@@ -623,7 +657,7 @@ mod tests {
         let e = Matrix::parse(&text, "m.toml").unwrap_err().to_string();
         assert!(e.contains("field `row[3].destination_port`: invalid port `50620000`"), "{e}");
         let line = e.split(':').nth(1).unwrap().parse::<usize>().unwrap();
-        assert_eq!(text.lines().nth(line - 1).unwrap(), "id = \"ps-04\"");
+        assert_eq!(text.lines().nth(line - 1).unwrap(), "destination_port = \"50620000\"");
     }
 
     #[test]

@@ -4,8 +4,7 @@
 
 use std::{
     ffi::CString,
-    fs,
-    io,
+    fs, io,
     path::{Path, PathBuf},
 };
 
@@ -18,13 +17,15 @@ use log::warn;
 use ps_common::{
     GENERATIONS, MAX_IFACES, MAX_IFINDEX,
     layout::{
-        Counter, IfaceInfo, MODE_DRY_RUN, MODE_ENFORCE, Policy, PortEntry, RuleEntry, STAT_STRIDE,
-        State, port_index,
+        Counter, IfaceInfo, MODE_DRY_RUN, MODE_ENFORCE, Policy, PortEntry, RuleEntry, STAT_STRIDE, State, port_index,
     },
     names,
 };
 
-use crate::{compile::RuleSet, config::{Mode, XdpModeName}};
+use crate::{
+    compile::RuleSet,
+    config::{Mode, XdpModeName},
+};
 
 /// The eBPF object built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ps-ebpf"));
@@ -58,7 +59,9 @@ pub enum LoadError {
         ifindex: u32,
     },
     /// No interface to enforce on.
-    #[error("no interface to enforce on: neither eth0 nor eth1 exists; name them with --iface or `interfaces` in the config")]
+    #[error(
+        "no interface to enforce on: neither eth0 nor eth1 exists; name them with --iface or `interfaces` in the config"
+    )]
     NoInterfaces,
     /// The binary was built without the eBPF object.
     #[error("this ps-agent binary was built with AYA_BUILD_SKIP and has no XDP program; rebuild without it")]
@@ -209,7 +212,8 @@ pub fn resolve_interfaces(names: Option<&[String]>) -> Result<Vec<(String, u32)>
     match names {
         Some(names) => {
             for n in names {
-                let i = ifindex(n).ok_or_else(|| LoadError::NoInterface { name: n.clone(), available: available_interfaces() })?;
+                let i = ifindex(n)
+                    .ok_or_else(|| LoadError::NoInterface { name: n.clone(), available: available_interfaces() })?;
                 out.push((n.clone(), i));
             }
         }
@@ -271,7 +275,12 @@ fn map_err(action: &'static str, map: &'static str) -> impl FnOnce(aya::maps::Ma
 impl Loaded {
     /// Load the object and the program, sized for `set`, and write `set` into generation 0
     /// with `ifaces` (name, ifindex) in slot order. Nothing is attached yet.
-    pub fn load(set: &RuleSet, ifaces: &[(String, u32)], mode: Mode, verifier_log_dir: &Path) -> Result<Self, LoadError> {
+    pub fn load(
+        set: &RuleSet,
+        ifaces: &[(String, u32)],
+        mode: Mode,
+        verifier_log_dir: &Path,
+    ) -> Result<Self, LoadError> {
         if OBJECT.is_empty() {
             return Err(LoadError::NoObject);
         }
@@ -294,7 +303,9 @@ impl Loaded {
                     let text = verifier_log.to_string();
                     let _ = fs::create_dir_all(verifier_log_dir);
                     let path = verifier_log_dir.join("verifier.log");
-                    let saved = fs::write(&path, &text).map(|()| path.display().to_string()).unwrap_or_else(|e| format!("(could not write {}: {e})", path.display()));
+                    let saved = fs::write(&path, &text)
+                        .map(|()| path.display().to_string())
+                        .unwrap_or_else(|e| format!("(could not write {}: {e})", path.display()));
                     let tail: Vec<&str> = text.lines().rev().take(6).collect();
                     let summary = format!("{io_error}; {}", tail.into_iter().rev().collect::<Vec<_>>().join(" / "));
                     LoadError::Verifier { program: names::PROG_XDP, summary, log: saved }
@@ -354,7 +365,8 @@ impl Loaded {
     fn write_ifaces(&mut self, ifaces: &[(String, u32)]) -> Result<(), LoadError> {
         let mut m: Array<_, IfaceInfo> = self.array(names::MAP_IFACES)?;
         for (slot, (_, ifindex)) in ifaces.iter().enumerate() {
-            m.set(*ifindex, IfaceInfo { slot: slot as u32 + 1, flags: 0 }, 0).map_err(map_err("write", names::MAP_IFACES))?;
+            m.set(*ifindex, IfaceInfo { slot: slot as u32 + 1, flags: 0 }, 0)
+                .map_err(map_err("write", names::MAP_IFACES))?;
         }
         Ok(())
     }
@@ -365,7 +377,11 @@ impl Loaded {
     }
 
     fn array<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>, LoadError> {
-        let map = self.ebpf.map_mut(name).ok_or(LoadError::Map { action: "find", map: name, source: aya::maps::MapError::InvalidName { name: name.into() } })?;
+        let map = self.ebpf.map_mut(name).ok_or(LoadError::Map {
+            action: "find",
+            map: name,
+            source: aya::maps::MapError::InvalidName { name: name.into() },
+        })?;
         Array::try_from(map).map_err(map_err("open", name))
     }
 
@@ -377,7 +393,12 @@ impl Loaded {
             match self.attach_one(name, *ifindex, mode) {
                 Ok((id, used)) => {
                     self.links.push(id);
-                    done.push(Attached { name: name.clone(), ifindex: *ifindex, slot: slot as u32 + 1, xdp_mode: used.into() });
+                    done.push(Attached {
+                        name: name.clone(),
+                        ifindex: *ifindex,
+                        slot: slot as u32 + 1,
+                        xdp_mode: used.into(),
+                    });
                 }
                 Err(e) => {
                     self.detach_all();
@@ -388,7 +409,12 @@ impl Loaded {
         Ok(done)
     }
 
-    fn attach_one(&mut self, name: &str, ifindex: u32, mode: XdpModeName) -> Result<(XdpLinkId, &'static str), LoadError> {
+    fn attach_one(
+        &mut self,
+        name: &str,
+        ifindex: u32,
+        mode: XdpModeName,
+    ) -> Result<(XdpLinkId, &'static str), LoadError> {
         let prog = self.xdp_mut()?;
         let first = match mode {
             XdpModeName::Native => XdpMode::Driver,
@@ -397,7 +423,9 @@ impl Loaded {
         match prog.attach_to_if_index(ifindex, first) {
             Ok(id) => Ok((id, if first == XdpMode::Driver { "native" } else { "skb" })),
             Err(e) if first == XdpMode::Driver && errno(&e) == Some(libc::EOPNOTSUPP) => {
-                warn!("interface `{name}`: the driver has no native XDP; falling back to generic (skb) mode, which is slower");
+                warn!(
+                    "interface `{name}`: the driver has no native XDP; falling back to generic (skb) mode, which is slower"
+                );
                 prog.attach_to_if_index(ifindex, XdpMode::Skb)
                     .map(|id| (id, "skb"))
                     .map_err(|source| attach_error(name, "skb", source))
@@ -418,11 +446,19 @@ impl Loaded {
 
     /// Pin every map under `dir` (created; stale pins replaced).
     pub fn pin(&self, dir: &Path) -> Result<(), LoadError> {
-        fs::create_dir_all(dir).map_err(|source| LoadError::Io { action: "create pin directory", path: dir.into(), source })?;
+        fs::create_dir_all(dir).map_err(|source| LoadError::Io {
+            action: "create pin directory",
+            path: dir.into(),
+            source,
+        })?;
         for name in names::PINNED_MAPS {
             let path = dir.join(name);
             let _ = fs::remove_file(&path);
-            let map = self.ebpf.map(name).ok_or(LoadError::Map { action: "find", map: name, source: aya::maps::MapError::InvalidName { name: name.into() } })?;
+            let map = self.ebpf.map(name).ok_or(LoadError::Map {
+                action: "find",
+                map: name,
+                source: aya::maps::MapError::InvalidName { name: name.into() },
+            })?;
             map.pin(&path).map_err(|source| LoadError::Pin { map: name, path, source })?;
         }
         Ok(())
@@ -515,8 +551,16 @@ impl Counters {
         stats: Option<PerCpuArray<T, Counter>>,
         rules_cap: u32,
     ) -> Result<Self, LoadError> {
-        let rules = rules.ok_or(LoadError::Map { action: "open", map: names::MAP_RULE_CNT, source: aya::maps::MapError::InvalidName { name: names::MAP_RULE_CNT.into() } })?;
-        let stats = stats.ok_or(LoadError::Map { action: "open", map: names::MAP_STAT_CNT, source: aya::maps::MapError::InvalidName { name: names::MAP_STAT_CNT.into() } })?;
+        let rules = rules.ok_or(LoadError::Map {
+            action: "open",
+            map: names::MAP_RULE_CNT,
+            source: aya::maps::MapError::InvalidName { name: names::MAP_RULE_CNT.into() },
+        })?;
+        let stats = stats.ok_or(LoadError::Map {
+            action: "open",
+            map: names::MAP_STAT_CNT,
+            source: aya::maps::MapError::InvalidName { name: names::MAP_STAT_CNT.into() },
+        })?;
         let mut out = Counters::default();
         for slot in 0..MAX_IFACES {
             let mut r = Vec::with_capacity(rules_cap as usize);

@@ -93,7 +93,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config, ifaces, dry_run, xdp_mode } => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-            rt.block_on(run::run(RunOptions { config, ifaces, dry_run, xdp_mode, pin_dir: cli.pin_dir, state_dir: cli.state_dir }))?;
+            rt.block_on(run::run(RunOptions {
+                config,
+                ifaces,
+                dry_run,
+                xdp_mode,
+                pin_dir: cli.pin_dir,
+                state_dir: cli.state_dir,
+            }))?;
             Ok(())
         }
         Command::Stats { json, watch, interval } => stats(&cli.state_dir, json, watch, interval),
@@ -184,7 +191,15 @@ fn check(config: Option<&Path>, ifaces: &[String], json: bool) -> anyhow::Result
     println!("{:<22} {:<5} {:<20} {:<8} {:<6} DESCRIPTION", "RULE", "PROTO", "PORTS", "DIR", "IFACE");
     for r in &set.rules {
         let scope = r.interfaces.as_ref().map_or("all".to_string(), |i| i.join(","));
-        println!("{:<22} {:<5} {:<20} {:<8} {:<6} {}", r.id, r.transport.as_str(), r.ports_text, r.kind.as_str(), scope, r.description);
+        println!(
+            "{:<22} {:<5} {:<20} {:<8} {:<6} {}",
+            r.id,
+            r.transport.as_str(),
+            r.ports_text,
+            r.kind.as_str(),
+            scope,
+            r.description
+        );
     }
     if !set.skipped.is_empty() {
         println!();

@@ -89,7 +89,15 @@ pub struct AgentState {
 
 impl AgentState {
     /// Build from a compiled rule set.
-    pub fn new(set: &RuleSet, product: &str, policy: &str, mgmt: &str, pin_dir: &Path, rules_cap: u32, interfaces: Vec<Attached>) -> Self {
+    pub fn new(
+        set: &RuleSet,
+        product: &str,
+        policy: &str,
+        mgmt: &str,
+        pin_dir: &Path,
+        rules_cap: u32,
+        interfaces: Vec<Attached>,
+    ) -> Self {
         Self {
             version: env!("CARGO_PKG_VERSION").into(),
             pid: std::process::id(),
@@ -209,7 +217,8 @@ pub fn report(state: &AgentState, counters: &Counters, mode: Mode) -> StatsRepor
         let mut all = Pb::default();
         let mut per = BTreeMap::new();
         for &(slot, name) in &slots {
-            let c = counters.rules.get(slot as usize).and_then(|v| v.get(r.counter as usize)).copied().unwrap_or_default();
+            let c =
+                counters.rules.get(slot as usize).and_then(|v| v.get(r.counter as usize)).copied().unwrap_or_default();
             let mut pb = Pb::default();
             pb.add(&c);
             all.add(&c);
@@ -298,7 +307,11 @@ pub fn render_table(r: &StatsReport, prev: Option<(&StatsReport, f64)>) -> Strin
     let _ = writeln!(o, "interfaces: {}", ifs.join(", "));
     let _ = writeln!(o);
     let rate_hdr = if prev.is_some() { "     PPS" } else { "" };
-    let _ = writeln!(o, "{:<22} {:<5} {:<11} {:<7} {:>9} {:>8}{rate_hdr}", "RULE", "PROTO", "PORTS", "DIR", "PACKETS", "BYTES");
+    let _ = writeln!(
+        o,
+        "{:<22} {:<5} {:<11} {:<7} {:>9} {:>8}{rate_hdr}",
+        "RULE", "PROTO", "PORTS", "DIR", "PACKETS", "BYTES"
+    );
     for rule in &r.rules {
         let mut id = rule.id.clone();
         if id.len() > 22 {
@@ -312,12 +325,25 @@ pub fn render_table(r: &StatsReport, prev: Option<(&StatsReport, f64)>) -> Strin
         }
         let rate = match prev {
             Some((p, secs)) => {
-                let before = p.rules.iter().find(|x| x.id == rule.id && x.proto == rule.proto && x.direction == rule.direction).map_or(0, |x| x.packets);
+                let before = p
+                    .rules
+                    .iter()
+                    .find(|x| x.id == rule.id && x.proto == rule.proto && x.direction == rule.direction)
+                    .map_or(0, |x| x.packets);
                 format!(" {:>7.0}", rule.packets.saturating_sub(before) as f64 / secs.max(0.001))
             }
             None => String::new(),
         };
-        let _ = writeln!(o, "{:<22} {:<5} {:<11} {:<7} {:>9} {:>8}{rate}", id, rule.proto, ports, rule.direction, human(rule.packets), human(rule.bytes));
+        let _ = writeln!(
+            o,
+            "{:<22} {:<5} {:<11} {:<7} {:>9} {:>8}{rate}",
+            id,
+            rule.proto,
+            ports,
+            rule.direction,
+            human(rule.packets),
+            human(rule.bytes)
+        );
     }
     let _ = writeln!(o);
     let nonzero = |m: &BTreeMap<String, u64>| -> String {

@@ -50,11 +50,7 @@ impl PortSpec {
             configurable = true;
             body.replace_range(i..i + 3, "");
         }
-        let ranges = parse_ranges(&body).map_err(|(token, why)| PortSpecError {
-            text: t.to_string(),
-            token,
-            why,
-        })?;
+        let ranges = parse_ranges(&body).map_err(|(token, why)| PortSpecError { text: t.to_string(), token, why })?;
         Ok(Self::Ports { ranges, configurable })
     }
 
@@ -104,10 +100,8 @@ fn port(s: &str) -> Result<u16, (String, &'static str)> {
 
 /// Render ranges as the matrix writes them: `443`, `7001-7199`, `1050-1065, 1066-1081`.
 pub fn render_ranges(ranges: &[(u16, u16)]) -> String {
-    let parts: Vec<String> = ranges
-        .iter()
-        .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
-        .collect();
+    let parts: Vec<String> =
+        ranges.iter().map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
     parts.join(", ")
 }
 
@@ -140,10 +134,7 @@ mod tests {
         assert_eq!(PortSpec::parse("443").unwrap(), ports(&[(443, 443)], false));
         assert_eq!(PortSpec::parse("5222 (C)").unwrap(), ports(&[(5222, 5222)], true));
         assert_eq!(PortSpec::parse("7001-7199").unwrap(), ports(&[(7001, 7199)], false));
-        assert_eq!(
-            PortSpec::parse("1050-1065, 1066-1081").unwrap(),
-            ports(&[(1050, 1065), (1066, 1081)], false)
-        );
+        assert_eq!(PortSpec::parse("1050-1065, 1066-1081").unwrap(), ports(&[(1050, 1065), (1066, 1081)], false));
         assert_eq!(PortSpec::parse("25 or 587").unwrap(), ports(&[(25, 25), (587, 587)], false));
         assert_eq!(PortSpec::parse("Ephemeral").unwrap(), PortSpec::Ephemeral);
         assert_eq!(

@@ -48,7 +48,9 @@ pub enum RunError {
     #[error(transparent)]
     Load(#[from] LoadError),
     /// Another agent owns the pin directory.
-    #[error("another ps-agent (pid {pid}) is running with state in {state}; stop it first, or give this one its own --pin-dir and --state-dir")]
+    #[error(
+        "another ps-agent (pid {pid}) is running with state in {state}; stop it first, or give this one its own --pin-dir and --state-dir"
+    )]
     AlreadyRunning {
         /// Its pid.
         pid: u32,
@@ -72,7 +74,12 @@ pub enum RunError {
 }
 
 /// Load config with the CLI overrides applied, and the facts of this host.
-pub fn prepare(config: Option<&Path>, ifaces: &[String], dry_run: bool, xdp_mode: Option<XdpModeName>) -> Result<Config, RunError> {
+pub fn prepare(
+    config: Option<&Path>,
+    ifaces: &[String],
+    dry_run: bool,
+    xdp_mode: Option<XdpModeName>,
+) -> Result<Config, RunError> {
     let mut cfg = Config::load(config)?;
     if !ifaces.is_empty() {
         cfg.site.interfaces = Some(ifaces.to_vec());
@@ -119,7 +126,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let cfg = prepare(opts.config.as_deref(), &opts.ifaces, opts.dry_run, opts.xdp_mode)?;
     load::preflight()?;
     let ifaces = load::resolve_interfaces(cfg.site.interfaces.as_deref())?;
-    let host = HostFacts { ephemeral: load::ephemeral_range(), interfaces: ifaces.iter().map(|(n, _)| n.clone()).collect() };
+    let host =
+        HostFacts { ephemeral: load::ephemeral_range(), interfaces: ifaces.iter().map(|(n, _)| n.clone()).collect() };
     let set = compile(&cfg, &host)?;
     for w in &set.warnings {
         warn!("{w}");
@@ -138,8 +146,20 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     // From here on, undo on failure: drop detaches, unpin removes the pins.
     let publish = || -> Result<(), RunError> {
         loaded.pin(&opts.pin_dir)?;
-        fs::create_dir_all(&opts.state_dir).map_err(|source| RunError::Io { action: "create", path: opts.state_dir.clone(), source })?;
-        let state = AgentState::new(&set, &cfg.matrix.product, &cfg.matrix.origin, &cfg.site.management_interface, &opts.pin_dir, loaded.rules_cap, attached.clone());
+        fs::create_dir_all(&opts.state_dir).map_err(|source| RunError::Io {
+            action: "create",
+            path: opts.state_dir.clone(),
+            source,
+        })?;
+        let state = AgentState::new(
+            &set,
+            &cfg.matrix.product,
+            &cfg.matrix.origin,
+            &cfg.site.management_interface,
+            &opts.pin_dir,
+            loaded.rules_cap,
+            attached.clone(),
+        );
         let path = AgentState::path(&opts.state_dir);
         let tmp = path.with_extension("json.tmp");
         fs::write(&tmp, serde_json::to_vec_pretty(&state).expect("serializable"))
@@ -172,7 +192,14 @@ fn announce(set: &RuleSet, cfg: &Config, attached: &[load::Attached]) {
     );
     for r in &set.rules {
         let scope = r.interfaces.as_ref().map_or(String::new(), |i| format!(" on {}", i.join(",")));
-        info!("  {:<22} {}/{:<12} {:<7}{scope}  {}", r.id, r.transport.as_str(), r.ports_text, r.kind.as_str(), r.description);
+        info!(
+            "  {:<22} {}/{:<12} {:<7}{scope}  {}",
+            r.id,
+            r.transport.as_str(),
+            r.ports_text,
+            r.kind.as_str(),
+            r.description
+        );
     }
     if !cfg.site.failsafe.enabled {
         warn!("failsafe is OFF: make sure this policy admits your own management access");

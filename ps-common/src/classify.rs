@@ -152,9 +152,7 @@ fn admits(r: &RuleEntry, p: &Packet, policy: &Policy, slot: u32) -> Result<(), D
         }
         let local = p.dport;
         let explicit = local >= r.local_lo && local <= r.local_hi && r.local_hi != 0;
-        let ephemeral = r.flags & ENTRY_EPHEMERAL != 0
-            && local >= policy.ephemeral_lo
-            && local <= policy.ephemeral_hi;
+        let ephemeral = r.flags & ENTRY_EPHEMERAL != 0 && local >= policy.ephemeral_lo && local <= policy.ephemeral_hi;
         if !explicit && !ephemeral {
             return Err(DropReason::ReplyCheck);
         }

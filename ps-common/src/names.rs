@@ -21,16 +21,8 @@ pub const MAP_STAT_CNT: &str = "PS_STAT_CNT";
 pub const MAP_LOG_RL: &str = "PS_LOG_RL";
 
 /// All maps the agent pins, in a fixed order.
-pub const PINNED_MAPS: [&str; 8] = [
-    MAP_STATE,
-    MAP_POLICY,
-    MAP_IFACES,
-    MAP_PORTS,
-    MAP_RULES,
-    MAP_RULE_CNT,
-    MAP_STAT_CNT,
-    MAP_LOG_RL,
-];
+pub const PINNED_MAPS: [&str; 8] =
+    [MAP_STATE, MAP_POLICY, MAP_IFACES, MAP_PORTS, MAP_RULES, MAP_RULE_CNT, MAP_STAT_CNT, MAP_LOG_RL];
 
 /// Where `ps-agent run` pins its maps.
 pub const PIN_DIR: &str = "/sys/fs/bpf/ps-agent";

@@ -169,9 +169,7 @@ fn parse_ipv4(start: usize, end: usize, off: usize) -> Parsed {
     let proto = ip[9];
     let pkt = Packet { ip_version: 4, proto, l3_off: off as u32, ..Packet::default() };
     match proto {
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP => {
-            parse_l4(start, end, off + ihl, off + total, pkt)
-        }
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP => parse_l4(start, end, off + ihl, off + total, pkt),
         _ => Parsed::Drop(DropReason::IpProto),
     }
 }

@@ -78,11 +78,7 @@ impl DropReason {
 
     /// The reason with this numeric value.
     pub const fn from_u32(v: u32) -> Option<Self> {
-        if (v as usize) < Self::COUNT {
-            Some(Self::ALL[v as usize])
-        } else {
-            None
-        }
+        if (v as usize) < Self::COUNT { Some(Self::ALL[v as usize]) } else { None }
     }
 }
 

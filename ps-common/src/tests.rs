@@ -182,7 +182,9 @@ impl Tables for Mini {
     fn rule(&self, index: u32) -> Option<RuleEntry> {
         let all = u32::MAX;
         let reply = ENTRY_LAST | ENTRY_REPLY | ENTRY_EPHEMERAL;
-        let r = |flags, counter, iface_mask, local_lo, local_hi| Some(RuleEntry { flags, counter, iface_mask, local_lo, local_hi });
+        let r = |flags, counter, iface_mask, local_lo, local_hi| {
+            Some(RuleEntry { flags, counter, iface_mask, local_lo, local_hi })
+        };
         match index {
             1 => r(ENTRY_LAST, 0, all, 0, 0),
             2 => r(ENTRY_LAST, 1, 1 << 1, 0, 0),

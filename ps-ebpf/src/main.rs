@@ -12,12 +12,12 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::info;
 use ps_common::{
-    DEFAULT_RULES_CAP, GENERATIONS, MAX_IFACES, MAX_IFINDEX, MODE_DRY_RUN, PORTS_ENTRIES,
-    STAT_LOG_SUPPRESSED, STAT_STRIDE,
+    DEFAULT_RULES_CAP, GENERATIONS, MAX_IFACES, MAX_IFINDEX, MODE_DRY_RUN, PORTS_ENTRIES, STAT_LOG_SUPPRESSED,
+    STAT_STRIDE,
     classify::{Decision, Tables, Verdict, decide},
     layout::{
-        Counter, IfaceInfo, Policy, PortEntry, RuleEntry, State, TokenBucket, rule_counter_index,
-        stat_drop_index, stat_pass_index, take_token,
+        Counter, IfaceInfo, Policy, PortEntry, RuleEntry, State, TokenBucket, rule_counter_index, stat_drop_index,
+        stat_pass_index, take_token,
     },
 };
 

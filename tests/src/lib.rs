@@ -18,12 +18,23 @@ use std::{
 /// Run `cmd` and panic with its output if it fails.
 pub fn sh(cmd: &str) {
     let out = Command::new("sh").arg("-c").arg(cmd).output().expect("spawn sh");
-    assert!(out.status.success(), "`{cmd}` failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Run `cmd`, ignore failure.
 pub fn sh_ok(cmd: &str) -> bool {
-    Command::new("sh").arg("-c").arg(cmd).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Make sure bpffs is mounted (tests run as root).
@@ -90,7 +101,9 @@ impl Lab {
             sh(&format!("ip netns add {ns}"));
             sh(&format!("ip -n {ns} link set lo up"));
             // Answer every probe: no ICMP error rate limit inside the lab.
-            sh(&format!("nsenter --net=/var/run/netns/{ns} sysctl -qw net.ipv4.icmp_ratelimit=0 net.ipv6.icmp.ratelimit=0 net.ipv4.icmp_msgs_per_sec=100000 net.ipv4.icmp_msgs_burst=10000"));
+            sh(&format!(
+                "nsenter --net=/var/run/netns/{ns} sysctl -qw net.ipv4.icmp_ratelimit=0 net.ipv6.icmp.ratelimit=0 net.ipv4.icmp_msgs_per_sec=100000 net.ipv4.icmp_msgs_burst=10000"
+            ));
         }
         for (i, peer) in [(0, &lab.a), (1, &lab.b)] {
             sh(&format!("ip -n {} link add eth{i} type veth peer name veth0 netns {peer}", lab.ps));
@@ -146,7 +159,8 @@ pub fn udp_probe(ns: &str, sport: u16, addr: &str, port: u16, timeout: Duration)
     let ip = addr.parse::<IpAddr>().expect("address");
     let sa = SocketAddr::new(ip, port);
     in_netns(ns, move || {
-        let bind: SocketAddr = if ip.is_ipv4() { ([0, 0, 0, 0], sport).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, sport).into() };
+        let bind: SocketAddr =
+            if ip.is_ipv4() { ([0, 0, 0, 0], sport).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, sport).into() };
         let s = UdpSocket::bind(bind).expect("bind udp");
         s.connect(sa).expect("connect udp");
         s.set_read_timeout(Some(timeout)).unwrap();
@@ -324,7 +338,12 @@ impl Agent {
 
     /// `ps-agent stats --json`, parsed.
     pub fn stats(&self) -> serde_json::Value {
-        let out = Command::new(agent_bin()).arg("--state-dir").arg(&self.state_dir).args(["stats", "--json"]).output().expect("run stats");
+        let out = Command::new(agent_bin())
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(["stats", "--json"])
+            .output()
+            .expect("run stats");
         assert!(out.status.success(), "stats failed: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).expect("stats JSON")
     }

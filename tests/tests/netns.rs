@@ -31,9 +31,17 @@ fn enforce_shipped_matrix_ipv4() {
     assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 22, OPEN), Probe::Refused, "failsafe ssh");
     // Not in the matrix: dropped.
     assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 8080, DROP), Probe::TimedOut, "tcp/8080 is not in the matrix");
-    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 5063, DROP), Probe::TimedOut, "ps-07/08 are optional and closed by default");
+    assert_eq!(
+        tcp_probe(&lab.a, PS_ETH0_V4, 5063, DROP),
+        Probe::TimedOut,
+        "ps-07/08 are optional and closed by default"
+    );
     // Management-only rows do not apply on eth1.
-    assert_eq!(tcp_probe(&lab.b, PS_ETH1_V4, 7000, DROP), Probe::TimedOut, "tcp/7000 is bound to the management interface");
+    assert_eq!(
+        tcp_probe(&lab.b, PS_ETH1_V4, 7000, DROP),
+        Probe::TimedOut,
+        "tcp/7000 is bound to the management interface"
+    );
 
     // Outbound rows: replies pass (stateless: ACK from the row's port to an ephemeral port).
     let _sm = Listener::tcp(&lab.a, 5062);
@@ -62,10 +70,16 @@ fn enforce_shipped_matrix_ipv4() {
     assert!(drops(&s, "interface") >= 1, "7000 on eth1");
     assert!(drops(&s, "no_rule") >= 5 + 3, "8080, 5063, 6000 and the UDP probes");
     let per_if = &s["rules"].as_array().unwrap().iter().find(|r| r["id"] == "ps-01+ps-02").unwrap()["per_interface"];
-    assert!(per_if["eth0"]["packets"].as_u64().unwrap() >= 3 && per_if["eth1"]["packets"].as_u64().unwrap() >= 3, "{per_if}");
+    assert!(
+        per_if["eth0"]["packets"].as_u64().unwrap() >= 3 && per_if["eth1"]["packets"].as_u64().unwrap() >= 3,
+        "{per_if}"
+    );
     assert!(s["passed"]["arp"].as_u64().unwrap() >= 1, "ARP passes");
     let t = &s["totals"];
-    let sum = t["by_rule"].as_u64().unwrap() + t["passed_other"].as_u64().unwrap() + t["dropped"].as_u64().unwrap() + t["would_drop"].as_u64().unwrap();
+    let sum = t["by_rule"].as_u64().unwrap()
+        + t["passed_other"].as_u64().unwrap()
+        + t["dropped"].as_u64().unwrap()
+        + t["would_drop"].as_u64().unwrap();
     assert_eq!(t["packets"].as_u64().unwrap(), sum);
     assert_eq!(t["would_drop"].as_u64().unwrap(), 0);
 
@@ -101,7 +115,8 @@ fn enforce_shipped_matrix_ipv6() {
 fn dry_run_passes_everything_and_counts_would_drops() {
     let lab = Lab::new("dry");
     let agent = Agent::start(&lab.ps, "dry", &["--dry-run", "--xdp-mode", "skb"]);
-    let out = std::process::Command::new("ip").args(["-n", &lab.ps, "-d", "link", "show", "dev", "eth0"]).output().unwrap();
+    let out =
+        std::process::Command::new("ip").args(["-n", &lab.ps, "-d", "link", "show", "dev", "eth0"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("xdpgeneric"), "--xdp-mode skb attaches in generic mode");
     assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 8080, OPEN), Probe::Refused, "dry-run: 8080 gets through (RST)");
     assert_eq!(tcp_probe(&lab.b, PS_ETH1_V4, 7000, OPEN), Probe::Refused, "dry-run: 7000 on eth1 gets through");
@@ -132,7 +147,11 @@ fn dry_run_log_is_rate_limited() {
     let logged = agent.log_text().matches("would drop:").count() as u64;
     assert!(would(&s, "no_rule") >= 60);
     assert!(logged <= 30, "60 would-drops in well under 4 s logged {logged} lines");
-    assert!(s["log_suppressed"].as_u64().unwrap() >= 60 - logged - 5, "suppressed lines are counted: {}", s["log_suppressed"]);
+    assert!(
+        s["log_suppressed"].as_u64().unwrap() >= 60 - logged - 5,
+        "suppressed lines are counted: {}",
+        s["log_suppressed"]
+    );
 }
 
 #[test]
@@ -142,7 +161,11 @@ fn startup_errors_say_what_is_wrong_and_leave_nothing_behind() {
     let (mut a, ok) = Agent::spawn(&lab.ps, "err1", &["--iface", "eth0", "--iface", "nope0"], Duration::from_secs(20));
     assert!(!ok);
     assert_eq!(a.stop(), Some(1));
-    assert!(a.log_text().contains("interface `nope0` does not exist; interfaces here: eth0, eth1, lo"), "{}", a.log_text());
+    assert!(
+        a.log_text().contains("interface `nope0` does not exist; interfaces here: eth0, eth1, lo"),
+        "{}",
+        a.log_text()
+    );
     assert!(!xdp_attached(&lab.ps, "eth0"));
 
     // A bad config names file, line and field.
@@ -151,7 +174,11 @@ fn startup_errors_say_what_is_wrong_and_leave_nothing_behind() {
     let (mut a, ok) = Agent::spawn(&lab.ps, "err2", &["--config", cfg.to_str().unwrap()], Duration::from_secs(20));
     assert!(!ok);
     assert_eq!(a.stop(), Some(1));
-    assert!(a.log_text().contains(&format!("{}:3: field `ports.ps-10`: invalid port `5222x`", cfg.display())), "{}", a.log_text());
+    assert!(
+        a.log_text().contains(&format!("{}:3: field `ports.ps-10`: invalid port `5222x`", cfg.display())),
+        "{}",
+        a.log_text()
+    );
 
     // eth1 is taken by another XDP program: the agent must not stay attached to eth0.
     let holder = Agent::start(&lab.ps, "err3", &["--iface", "eth1"]);

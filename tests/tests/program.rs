@@ -65,50 +65,170 @@ fn cases() -> Vec<Case> {
     let mut bad_ihl = frame(&[], &v4(), &tcp(1, 443, syn), 0);
     bad_ihl[14] = 0x43;
     vec![
-        case("tcp/443 v4 eth0", frame(&[], &v4(), &tcp(50000, 443, syn), 0), Eth0, Rule("ps-01+ps-02", RuleKind::Inbound)),
-        case("tcp/443 v6 eth1", frame(&[], &v6(), &tcp(50000, 443, syn), 0), Eth1, Rule("ps-01+ps-02", RuleKind::Inbound)),
-        case("tcp/443 802.1Q", frame(&DOT1Q, &v4(), &tcp(50000, 443, syn), 0), Eth1, Rule("ps-01+ps-02", RuleKind::Inbound)),
-        case("tcp/443 QinQ v6", frame(&QINQ, &v6(), &tcp(50000, 443, syn), 0), Eth0, Rule("ps-01+ps-02", RuleKind::Inbound)),
+        case(
+            "tcp/443 v4 eth0",
+            frame(&[], &v4(), &tcp(50000, 443, syn), 0),
+            Eth0,
+            Rule("ps-01+ps-02", RuleKind::Inbound),
+        ),
+        case(
+            "tcp/443 v6 eth1",
+            frame(&[], &v6(), &tcp(50000, 443, syn), 0),
+            Eth1,
+            Rule("ps-01+ps-02", RuleKind::Inbound),
+        ),
+        case(
+            "tcp/443 802.1Q",
+            frame(&DOT1Q, &v4(), &tcp(50000, 443, syn), 0),
+            Eth1,
+            Rule("ps-01+ps-02", RuleKind::Inbound),
+        ),
+        case(
+            "tcp/443 QinQ v6",
+            frame(&QINQ, &v6(), &tcp(50000, 443, syn), 0),
+            Eth0,
+            Rule("ps-01+ps-02", RuleKind::Inbound),
+        ),
         case("tcp/5061 SM", frame(&[], &v4(), &tcp(50000, 5061, syn), 0), Eth1, Rule("ps-05", RuleKind::Inbound)),
         case("tcp/5222 XMPP", frame(&[], &v4opts, &tcp(50000, 5222, syn), 64), Eth0, Rule("ps-10", RuleKind::Inbound)),
-        case("tcp/5269 XMPP s2s in", frame(&[], &v6ext, &tcp(50000, 5269, syn), 0), Eth0, Rule("ps-11", RuleKind::Inbound)),
-        case("tcp/7000 mgmt", frame(&[], &v4(), &tcp(50000, 7000, syn), 0), Eth0, Rule("ps-13+ps-20", RuleKind::Inbound)),
+        case(
+            "tcp/5269 XMPP s2s in",
+            frame(&[], &v6ext, &tcp(50000, 5269, syn), 0),
+            Eth0,
+            Rule("ps-11", RuleKind::Inbound),
+        ),
+        case(
+            "tcp/7000 mgmt",
+            frame(&[], &v4(), &tcp(50000, 7000, syn), 0),
+            Eth0,
+            Rule("ps-13+ps-20", RuleKind::Inbound),
+        ),
         case("tcp/7000 not mgmt", frame(&[], &v4(), &tcp(50000, 7000, syn), 0), Eth1, Drop(DropReason::Interface)),
-        case("tcp/7000 QinQ not mgmt", frame(&QINQ, &v4(), &tcp(50000, 7000, syn), 0), Eth1, Drop(DropReason::Interface)),
-        case("tcp/7199 mgmt", frame(&[], &v6(), &tcp(50000, 7199, syn), 0), Eth0, Rule("ps-14+ps-21", RuleKind::Inbound)),
+        case(
+            "tcp/7000 QinQ not mgmt",
+            frame(&QINQ, &v4(), &tcp(50000, 7000, syn), 0),
+            Eth1,
+            Drop(DropReason::Interface),
+        ),
+        case(
+            "tcp/7199 mgmt",
+            frame(&[], &v6(), &tcp(50000, 7199, syn), 0),
+            Eth0,
+            Rule("ps-14+ps-21", RuleKind::Inbound),
+        ),
         case("tcp/7200 not in matrix", frame(&[], &v4(), &tcp(50000, 7200, syn), 0), Eth0, Drop(DropReason::NoRule)),
         case("tcp/18445 AWS", frame(&[], &v4(), &tcp(50000, 18445, syn), 0), Eth1, Rule("ps-24", RuleKind::Inbound)),
-        case("tcp/5063 closed by default", frame(&[], &v4(), &tcp(50000, 5063, syn), 0), Eth0, Drop(DropReason::NoRule)),
-        case("tcp/22 failsafe", frame(&[], &v4(), &tcp(50000, 22, syn), 0), Eth1, Rule("failsafe-ssh", RuleKind::Inbound)),
+        case(
+            "tcp/5063 closed by default",
+            frame(&[], &v4(), &tcp(50000, 5063, syn), 0),
+            Eth0,
+            Drop(DropReason::NoRule),
+        ),
+        case(
+            "tcp/22 failsafe",
+            frame(&[], &v4(), &tcp(50000, 22, syn), 0),
+            Eth1,
+            Rule("failsafe-ssh", RuleKind::Inbound),
+        ),
         case("udp/443 wrong transport", frame(&[], &v4(), &udp(50000, 443), 0), Eth0, Drop(DropReason::NoRule)),
         case("reply from SM 5062", frame(&[], &v4(), &tcp(5062, eph, synack), 0), Eth1, Rule("ps-04", RuleKind::Reply)),
-        case("reply from SM 5062 QinQ", frame(&QINQ, &v6(), &tcp(5062, eph, TCP_ACK), 100), Eth1, Rule("ps-04", RuleKind::Reply)),
-        case("reply from 443", frame(&[], &v6(), &tcp(443, eph, TCP_ACK), 0), Eth0, Rule("ps-03+ps-16+ps-25", RuleKind::Reply)),
+        case(
+            "reply from SM 5062 QinQ",
+            frame(&QINQ, &v6(), &tcp(5062, eph, TCP_ACK), 100),
+            Eth1,
+            Rule("ps-04", RuleKind::Reply),
+        ),
+        case(
+            "reply from 443",
+            frame(&[], &v6(), &tcp(443, eph, TCP_ACK), 0),
+            Eth0,
+            Rule("ps-03+ps-16+ps-25", RuleKind::Reply),
+        ),
         case("forged SYN from 5062", frame(&[], &v4(), &tcp(5062, eph, syn), 0), Eth0, Drop(DropReason::ReplyCheck)),
-        case("reply to a non-ephemeral port", frame(&[], &v4(), &tcp(5062, 8080, TCP_ACK), 0), Eth0, Drop(DropReason::ReplyCheck)),
-        case("reply from LDAP 636", frame(&[], &v4(), &tcp(636, eph, TCP_ACK), 0), Eth0, Rule("ps-26", RuleKind::Reply)),
-        case("reply from websphere mgmt", frame(&[], &v4(), &tcp(2809, eph, TCP_ACK), 0), Eth0, Rule("ps-19", RuleKind::Reply)),
-        case("reply from websphere not mgmt", frame(&[], &v4(), &tcp(2809, eph, TCP_ACK), 0), Eth1, Drop(DropReason::Interface)),
+        case(
+            "reply to a non-ephemeral port",
+            frame(&[], &v4(), &tcp(5062, 8080, TCP_ACK), 0),
+            Eth0,
+            Drop(DropReason::ReplyCheck),
+        ),
+        case(
+            "reply from LDAP 636",
+            frame(&[], &v4(), &tcp(636, eph, TCP_ACK), 0),
+            Eth0,
+            Rule("ps-26", RuleKind::Reply),
+        ),
+        case(
+            "reply from websphere mgmt",
+            frame(&[], &v4(), &tcp(2809, eph, TCP_ACK), 0),
+            Eth0,
+            Rule("ps-19", RuleKind::Reply),
+        ),
+        case(
+            "reply from websphere not mgmt",
+            frame(&[], &v4(), &tcp(2809, eph, TCP_ACK), 0),
+            Eth1,
+            Drop(DropReason::Interface),
+        ),
         case("DNS reply", frame(&[], &v4(), &udp(53, eph), 40), Eth1, Rule("failsafe-dns", RuleKind::Reply)),
         case("DHCP offer", frame(&[], &v4(), &udp(67, 68), 300), Eth0, Rule("failsafe-dhcp", RuleKind::Reply)),
         case("NTP to 123", frame(&[], &v6(), &udp(123, 123), 48), Eth0, Rule("failsafe-ntp", RuleKind::Reply)),
-        case("unconfigured iface, all-iface rule", frame(&[], &v4(), &tcp(50000, 443, syn), 0), Other, Rule("ps-01+ps-02", RuleKind::Inbound)),
-        case("unconfigured iface, mgmt rule", frame(&[], &v4(), &tcp(50000, 7000, syn), 0), Other, Drop(DropReason::Interface)),
+        case(
+            "unconfigured iface, all-iface rule",
+            frame(&[], &v4(), &tcp(50000, 443, syn), 0),
+            Other,
+            Rule("ps-01+ps-02", RuleKind::Inbound),
+        ),
+        case(
+            "unconfigured iface, mgmt rule",
+            frame(&[], &v4(), &tcp(50000, 7000, syn), 0),
+            Other,
+            Drop(DropReason::Interface),
+        ),
         case("ARP", frame(&[], &Net::Arp, &tcp(0, 0, 0), 0), Eth0, Pass(PassReason::Arp)),
         case("ARP in 802.1Q", frame(&DOT1Q, &Net::Arp, &tcp(0, 0, 0), 0), Eth0, Pass(PassReason::Arp)),
-        case("NDP neighbour solicitation", frame(&[], &v6(), &Transport::Icmp { ty: 135, code: 0 }, 16), Eth0, Pass(PassReason::Ndp)),
-        case("ICMPv6 packet too big", frame(&[], &v6(), &Transport::Icmp { ty: 2, code: 0 }, 48), Eth1, Pass(PassReason::IcmpError)),
-        case("ICMP frag needed", frame(&[], &v4(), &Transport::Icmp { ty: 3, code: 4 }, 28), Eth0, Pass(PassReason::IcmpError)),
-        case("ICMP echo request", frame(&[], &v4(), &Transport::Icmp { ty: 8, code: 0 }, 56), Eth0, Drop(DropReason::Icmp)),
+        case(
+            "NDP neighbour solicitation",
+            frame(&[], &v6(), &Transport::Icmp { ty: 135, code: 0 }, 16),
+            Eth0,
+            Pass(PassReason::Ndp),
+        ),
+        case(
+            "ICMPv6 packet too big",
+            frame(&[], &v6(), &Transport::Icmp { ty: 2, code: 0 }, 48),
+            Eth1,
+            Pass(PassReason::IcmpError),
+        ),
+        case(
+            "ICMP frag needed",
+            frame(&[], &v4(), &Transport::Icmp { ty: 3, code: 4 }, 28),
+            Eth0,
+            Pass(PassReason::IcmpError),
+        ),
+        case(
+            "ICMP echo request",
+            frame(&[], &v4(), &Transport::Icmp { ty: 8, code: 0 }, 56),
+            Eth0,
+            Drop(DropReason::Icmp),
+        ),
         case("ICMP redirect", frame(&[], &v4(), &Transport::Icmp { ty: 5, code: 0 }, 28), Eth0, Drop(DropReason::Icmp)),
         case("non-first v4 fragment", frame(&[], &frag_later, &udp(53, eph), 64), Eth0, Drop(DropReason::Fragment)),
         case("non-first v6 fragment", frame(&[], &v6frag_later, &udp(53, eph), 64), Eth0, Drop(DropReason::Fragment)),
         case("LLDP", frame(&[], &Net::Other(0x88cc, 46), &tcp(0, 0, 0), 0), Eth0, Drop(DropReason::EtherType)),
-        case("three VLAN tags", frame(&[ETH_P_8021Q; 3], &v4(), &tcp(1, 443, syn), 0), Eth0, Drop(DropReason::VlanDepth)),
+        case(
+            "three VLAN tags",
+            frame(&[ETH_P_8021Q; 3], &v4(), &tcp(1, 443, syn), 0),
+            Eth0,
+            Drop(DropReason::VlanDepth),
+        ),
         case("GRE", frame(&[], &v4(), &Transport::Raw(47, vec![0; 8]), 0), Eth0, Drop(DropReason::IpProto)),
         case("truncated TCP", truncated, Eth0, Drop(DropReason::Truncated)),
         case("IHL 3", bad_ihl, Eth0, Drop(DropReason::Malformed)),
-        case("seven v6 ext headers", frame(&[], &Net::V6 { src: V6_SRC, dst: V6_DST, ext: vec![60; 7], frag_offset: 0 }, &tcp(1, 443, syn), 0), Eth0, Drop(DropReason::ExtHeaders)),
+        case(
+            "seven v6 ext headers",
+            frame(&[], &Net::V6 { src: V6_SRC, dst: V6_DST, ext: vec![60; 7], frag_offset: 0 }, &tcp(1, 443, syn), 0),
+            Eth0,
+            Drop(DropReason::ExtHeaders),
+        ),
     ]
 }
 
@@ -130,7 +250,11 @@ fn deltas(before: &Counters, after: &Counters) -> Vec<(bool, usize, usize, u64, 
 fn expected_bucket(set: &RuleSet, want: Want, dry_run: bool) -> (bool, usize) {
     match want {
         Want::Rule(id, kind) => {
-            let r = set.rules.iter().find(|r| r.id == id && r.kind == kind).unwrap_or_else(|| panic!("no rule {id} {kind:?}"));
+            let r = set
+                .rules
+                .iter()
+                .find(|r| r.id == id && r.kind == kind)
+                .unwrap_or_else(|| panic!("no rule {id} {kind:?}"));
             (true, r.counter as usize)
         }
         Want::Pass(p) => (false, (STAT_PASS_BASE + p as u32) as usize),
@@ -176,7 +300,12 @@ fn check_all(mode: Mode, tag: &'static str) {
                 (Verdict::Drop(p), Want::Drop(q)) => p == q,
                 _ => false,
             };
-            if action != want_action || got_delta != want_delta || host_action != action || !host_ok || action == XDP_ABORTED {
+            if action != want_action
+                || got_delta != want_delta
+                || host_action != action
+                || !host_ok
+                || action == XDP_ABORTED
+            {
                 failures.push(format!(
                     "{}: action {action} (want {want_action}, host {host_action}), counters {got_delta:?} (want {want_delta:?}), host verdict {:?} (want {:?})",
                     c.name, host.verdict, c.want

@@ -1,1 +1,111 @@
-fn main(){}
+//! Developer tasks: `cargo xtask setup | test | demo`.
+//!
+//! xtask itself depends on nothing of the project, so it compiles on a fresh machine
+//! before the eBPF toolchain exists; every task first runs `xtask/setup.sh`, which
+//! installs that toolchain idempotently.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "ps-agent developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what a fresh machine lacks (Debian packages, nightly rust-src, bpf-linker),
+    /// mount bpffs.
+    Setup,
+    /// The whole suite: fmt, clippy (host crates and the eBPF crate on its target), unit,
+    /// program (BPF_PROG_TEST_RUN) and namespace tests.
+    Test {
+        /// Skip fmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build everything, create a lab of namespaces, enforce the PS 8.1.2 matrix, send
+    /// allowed and forbidden traffic and show live counters.
+    Demo {
+        /// Seconds of traffic.
+        #[arg(long, default_value_t = 8)]
+        seconds: u64,
+    },
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("[xtask] {}", format!("{cmd:?}").replace('"', ""));
+    let status = cmd.current_dir(root()).status().with_context(|| format!("failed to start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn setup() -> anyhow::Result<()> {
+    run(Command::new("bash").arg(root().join("xtask/setup.sh")))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => setup(),
+        Task::Test { no_lint, args } => {
+            setup()?;
+            if !no_lint {
+                run(cargo().args(["fmt", "--all", "--check"]))?;
+                // Host crates; the eBPF object is not needed to lint them.
+                run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]).env("AYA_BUILD_SKIP", "1"))?;
+                // The eBPF crate, on its own target, as aya-template's test.sh does.
+                run(Command::new("rustup")
+                    .args([
+                        "run",
+                        "nightly",
+                        "cargo",
+                        "clippy",
+                        "--package",
+                        "ps-ebpf",
+                        "--target",
+                        "bpfel-unknown-none",
+                        "-Z",
+                        "build-std=core",
+                        "--release",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ])
+                    .env("CARGO_TARGET_DIR", root().join("target/ebpf-clippy")))?;
+            }
+            run(cargo().args(["build", "--package", "ps-agent"]))?;
+            let bin = root().join("target/debug/ps-agent");
+            run(cargo().arg("test").args(&args).env("PS_AGENT_BIN", &bin))
+        }
+        Task::Demo { seconds } => {
+            setup()?;
+            run(cargo().args(["build", "--release", "--package", "ps-agent", "--package", "ps-tests"]))?;
+            let bin = root().join("target/release/ps-agent");
+            run(Command::new(root().join("target/release/ps-demo"))
+                .arg("--seconds")
+                .arg(seconds.to_string())
+                .env("PS_AGENT_BIN", &bin))
+        }
+    }
+}

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Idempotent machine setup for ps-agent: everything a fresh Debian machine of this kind
-# lacks to build the eBPF program and run the test suite. Quick when already done.
+# lacks to build the eBPF program and run the tests and the demo. Quick when already done.
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 need_pkgs=()
 for p in llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev bpftool xdp-tools nftables \
-         iptables tcpdump iproute2 iputils-ping netcat-openbsd; do
+         iptables tcpdump iproute2 util-linux; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -21,10 +21,18 @@ if ! rustup toolchain list | grep -q '^nightly'; then
   log "installing the nightly toolchain"
   rustup toolchain install nightly --profile minimal
 fi
-if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
-  log "adding rust-src to nightly"
-  rustup component add rust-src --toolchain nightly
-fi
+for c in rust-src clippy rustfmt; do
+  if ! rustup component list --toolchain nightly --installed | grep -q "^$c"; then
+    log "adding $c to nightly"
+    rustup component add "$c" --toolchain nightly
+  fi
+done
+for c in clippy rustfmt; do
+  if ! rustup component list --installed | grep -q "^$c"; then
+    log "adding $c to the default toolchain"
+    rustup component add "$c"
+  fi
+done
 
 if ! command -v bpf-linker >/dev/null 2>&1; then
   log "building bpf-linker against LLVM 22 (about 2 minutes)"
