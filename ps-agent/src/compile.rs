@@ -9,6 +9,7 @@
 //! - host → host rows (cluster peers) are both;
 //! - rows bound to the management IP apply on the management interface only;
 //! - optional rows that default to closed are off unless the site enables them.
+//!
 //! Rules with identical matches merge into one rule (and one counter) that lists its rows.
 
 use std::collections::{BTreeMap, HashMap};
@@ -521,8 +522,11 @@ mod tests {
         compile(&Config::shipped(), &HostFacts::typical()).unwrap()
     }
 
-    /// (kind, transport, ports, interfaces) of every rule that row `id` is part of.
-    fn rules_of(set: &RuleSet, id: &str) -> Vec<(RuleKind, Transport, String, Option<Vec<String>>)> {
+    /// (kind, transport, ports, interfaces) of a rule.
+    type Shape = (RuleKind, Transport, String, Option<Vec<String>>);
+
+    /// The shapes of every rule that row `id` is part of.
+    fn rules_of(set: &RuleSet, id: &str) -> Vec<Shape> {
         set.rules
             .iter()
             .filter(|r| r.rows.iter().any(|x| x == id))
@@ -536,7 +540,8 @@ mod tests {
         let set = shipped();
         let all = None;
         let mgmt = Some(vec!["eth0".to_string()]);
-        let expect: [(&str, Vec<(RuleKind, Transport, &str, Option<Vec<String>>)>); 27] = [
+        type Want<'a> = (&'a str, Vec<(RuleKind, Transport, &'a str, Option<Vec<String>>)>);
+        let expect: [Want; 27] = [
             ("ps-01", vec![(Inbound, Tcp, "443", all.clone())]),
             ("ps-02", vec![(Inbound, Tcp, "443", all.clone())]),
             ("ps-03", vec![(Reply, Tcp, "443", all.clone())]),

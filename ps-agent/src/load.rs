@@ -71,7 +71,7 @@ pub enum LoadError {
     Object {
         /// Cause.
         #[source]
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
         /// Hint.
         hint: &'static str,
     },
@@ -94,7 +94,7 @@ pub enum LoadError {
         program: &'static str,
         /// Cause.
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     /// Attaching failed.
     #[error("failed to attach XDP to `{iface}` in {mode} mode: {source}{hint}")]
@@ -105,7 +105,7 @@ pub enum LoadError {
         mode: &'static str,
         /// Cause.
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
         /// Hint.
         hint: String,
     },
@@ -118,7 +118,7 @@ pub enum LoadError {
         map: &'static str,
         /// Cause.
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
     /// Pinning failed.
     #[error("failed to pin map `{map}` at {path}: {source}")]
@@ -129,7 +129,7 @@ pub enum LoadError {
         path: PathBuf,
         /// Cause.
         #[source]
-        source: aya::pin::PinError,
+        source: Box<aya::pin::PinError>,
     },
     /// Filesystem error on a path.
     #[error("failed to {action} {path}: {source}")]
@@ -269,7 +269,7 @@ pub struct Loaded {
 }
 
 fn map_err(action: &'static str, map: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoadError {
-    move |source| LoadError::Map { action, map, source }
+    move |source| LoadError::Map { action, map, source: Box::new(source) }
 }
 
 impl Loaded {
@@ -290,7 +290,7 @@ impl Loaded {
             .map_max_entries(names::MAP_RULE_CNT, MAX_IFACES * cap)
             .load(OBJECT)
             .map_err(|source| LoadError::Object {
-                source,
+                source: Box::new(source),
                 hint: " (is this kernel 5.10 or newer with CONFIG_BPF_SYSCALL? run `ps-agent doctor`)",
             })?;
         let mut me = Self { ebpf, links: vec![], rules_cap: cap };
@@ -310,7 +310,7 @@ impl Loaded {
                     let summary = format!("{io_error}; {}", tail.into_iter().rev().collect::<Vec<_>>().join(" / "));
                     LoadError::Verifier { program: names::PROG_XDP, summary, log: saved }
                 }
-                source => LoadError::Program { action: "load", program: names::PROG_XDP, source },
+                source => LoadError::Program { action: "load", program: names::PROG_XDP, source: Box::new(source) },
             });
         }
         Ok(me)
@@ -320,9 +320,13 @@ impl Loaded {
         let p = self.ebpf.program_mut(names::PROG_XDP).ok_or(LoadError::Program {
             action: "find",
             program: names::PROG_XDP,
-            source: ProgramError::NotLoaded,
+            source: Box::new(ProgramError::NotLoaded),
         })?;
-        p.try_into().map_err(|source| LoadError::Program { action: "find", program: names::PROG_XDP, source })
+        p.try_into().map_err(|source| LoadError::Program {
+            action: "find",
+            program: names::PROG_XDP,
+            source: Box::new(source),
+        })
     }
 
     /// The XDP program (for test runs).
@@ -380,7 +384,7 @@ impl Loaded {
         let map = self.ebpf.map_mut(name).ok_or(LoadError::Map {
             action: "find",
             map: name,
-            source: aya::maps::MapError::InvalidName { name: name.into() },
+            source: Box::new(aya::maps::MapError::InvalidName { name: name.into() }),
         })?;
         Array::try_from(map).map_err(map_err("open", name))
     }
@@ -457,9 +461,9 @@ impl Loaded {
             let map = self.ebpf.map(name).ok_or(LoadError::Map {
                 action: "find",
                 map: name,
-                source: aya::maps::MapError::InvalidName { name: name.into() },
+                source: Box::new(aya::maps::MapError::InvalidName { name: name.into() }),
             })?;
-            map.pin(&path).map_err(|source| LoadError::Pin { map: name, path, source })?;
+            map.pin(&path).map_err(|source| LoadError::Pin { map: name, path, source: Box::new(source) })?;
         }
         Ok(())
     }
@@ -483,7 +487,11 @@ impl Loaded {
         let r = self
             .xdp()
             .test_run(TestRunOptions { data_in: Some(frame), ctx_in: Some(&ctx), repeat, ..TestRunOptions::new() })
-            .map_err(|source| LoadError::Program { action: "test-run", program: names::PROG_XDP, source })?;
+            .map_err(|source| LoadError::Program {
+                action: "test-run",
+                program: names::PROG_XDP,
+                source: Box::new(source),
+            })?;
         Ok((r.return_value, r.duration))
     }
 
@@ -529,7 +537,7 @@ fn attach_error(iface: &str, mode: &'static str, source: ProgramError) -> LoadEr
         Some(libc::EPERM) => " (permission denied: run as root)".into(),
         _ => String::new(),
     };
-    LoadError::Attach { iface: iface.into(), mode, source, hint }
+    LoadError::Attach { iface: iface.into(), mode, source: Box::new(source), hint }
 }
 
 /// Counters summed over CPUs: `rules[slot][counter]` and `stats[slot][bucket]`.
@@ -554,12 +562,12 @@ impl Counters {
         let rules = rules.ok_or(LoadError::Map {
             action: "open",
             map: names::MAP_RULE_CNT,
-            source: aya::maps::MapError::InvalidName { name: names::MAP_RULE_CNT.into() },
+            source: Box::new(aya::maps::MapError::InvalidName { name: names::MAP_RULE_CNT.into() }),
         })?;
         let stats = stats.ok_or(LoadError::Map {
             action: "open",
             map: names::MAP_STAT_CNT,
-            source: aya::maps::MapError::InvalidName { name: names::MAP_STAT_CNT.into() },
+            source: Box::new(aya::maps::MapError::InvalidName { name: names::MAP_STAT_CNT.into() }),
         })?;
         let mut out = Counters::default();
         for slot in 0..MAX_IFACES {

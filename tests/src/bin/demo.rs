@@ -12,6 +12,9 @@ use std::{
 
 use ps_tests::*;
 
+/// A named probe and the verdict it should get.
+type NamedProbe = (&'static str, Box<dyn Fn() -> Probe + Send + Sync>, Probe);
+
 fn main() {
     let seconds: u64 =
         std::env::args().skip_while(|a| a != "--seconds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(8);
@@ -24,7 +27,7 @@ fn main() {
     let _xmpp = Listener::tcp(&lab.ps, 5222);
     let _sm = Listener::tcp(&lab.a, 5062);
 
-    let probes: Vec<(&str, Box<dyn Fn() -> Probe + Send + Sync>, Probe)> = vec![
+    let probes: Vec<NamedProbe> = vec![
         (
             "Equinox client -> PS tcp/443 (ps-01)",
             Box::new(|| tcp_probe("pst-demo-a", PS_ETH0_V4, 443, Duration::from_secs(2))),
