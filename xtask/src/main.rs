@@ -56,6 +56,38 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Run `cargo test`, stream its output, and close with one summary line over every test
+/// binary (`tests: N passed, N failed, N skipped`), so the suite's last line speaks for all
+/// of it rather than for the last binary.
+fn test(cmd: &mut Command) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    eprintln!("[xtask] {}", format!("{cmd:?}").replace('"', ""));
+    let mut child =
+        cmd.current_dir(root()).stdout(std::process::Stdio::piped()).spawn().context("failed to start cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let num = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|p| p.trim().strip_suffix(word))
+                    .and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
+                    .unwrap_or(0)
+            };
+            passed += num("passed");
+            failed += num("failed");
+            ignored += num("ignored");
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("cargo test failed: {status}");
+    }
+    Ok(())
+}
+
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
@@ -96,7 +128,7 @@ fn main() -> anyhow::Result<()> {
             }
             run(cargo().args(["build", "--package", "ps-agent"]))?;
             let bin = root().join("target/debug/ps-agent");
-            run(cargo().arg("test").args(&args).env("PS_AGENT_BIN", &bin))
+            test(cargo().arg("test").args(&args).env("PS_AGENT_BIN", &bin))
         }
         Task::Demo { seconds } => {
             setup()?;
