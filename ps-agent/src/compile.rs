@@ -17,14 +17,14 @@ use std::collections::{BTreeMap, HashMap};
 use ps_common::{
     MAX_CHAIN, MAX_IFACES,
     layout::{
-        DEFAULT_RULES_CAP, ENTRY_EPHEMERAL, ENTRY_LAST, ENTRY_REPLY, L4, POLICY_ALLOW_ECHO, Policy, PortEntry,
-        RuleEntry,
+        DEFAULT_RULES_CAP, ENTRY_EPHEMERAL, ENTRY_LAST, ENTRY_REPLY, L4, POLICY_ALLOW_ECHO, POLICY_EGRESS_ENFORCE,
+        POLICY_STATEFUL, Policy, PortEntry, RuleEntry,
     },
 };
 use serde::Serialize;
 
 use crate::{
-    config::{Config, Direction, Row, Transport},
+    config::{Config, Direction, EgressMode, ReplyTracking, Row, Transport},
     portspec::{PortSpec, render_ranges},
 };
 
@@ -344,12 +344,27 @@ pub fn compile(config: &Config, host: &HostFacts) -> Result<RuleSet, CompileErro
     let (ports, entries) = build_tables(&rules, host)?;
     let needed = rules.len().max(entries.len()) as u32;
     let rules_cap = DEFAULT_RULES_CAP.max(needed.div_ceil(1024) * 1024);
+    let mut flags = 0;
+    if site.allow_ping {
+        flags |= POLICY_ALLOW_ECHO;
+    }
+    if site.reply_tracking == ReplyTracking::Stateful {
+        flags |= POLICY_STATEFUL;
+    }
+    if site.egress == EgressMode::Enforce {
+        flags |= POLICY_EGRESS_ENFORCE;
+    }
+    let t = site.timeouts;
     let policy = Policy {
-        flags: if site.allow_ping { POLICY_ALLOW_ECHO } else { 0 },
+        flags,
         rules_cap,
         ephemeral_lo: host.ephemeral.0,
         ephemeral_hi: host.ephemeral.1,
         _pad: 0,
+        tcp_syn_timeout_s: t.tcp_syn,
+        tcp_established_timeout_s: t.tcp_established,
+        tcp_closing_timeout_s: t.tcp_closing,
+        udp_timeout_s: t.udp,
     };
     Ok(RuleSet { rules, policy, ports, entries, interfaces: host.interfaces.clone(), skipped, warnings })
 }

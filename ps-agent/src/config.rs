@@ -372,6 +372,63 @@ struct SiteFile {
     ports: BTreeMap<String, Spanned<String>>,
     #[serde(default, rename = "rule")]
     rules: Vec<SiteRuleFile>,
+    reply_tracking: Option<ReplyTracking>,
+    egress: Option<EgressMode>,
+    flow_table_size: Option<Spanned<u32>>,
+    #[serde(default)]
+    timeouts: Timeouts,
+}
+
+/// How replies to outbound rows are admitted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyTracking {
+    /// Only replies to flows the host opened (TC egress records them in a flow table).
+    #[default]
+    Stateful,
+    /// Any packet from the row's remote port to the ephemeral range (TCP with ACK).
+    Stateless,
+}
+
+impl ReplyTracking {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stateful => "stateful",
+            Self::Stateless => "stateless",
+        }
+    }
+}
+
+/// What happens to egress traffic no row allows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressMode {
+    /// Count it.
+    #[default]
+    Count,
+    /// Drop it.
+    Enforce,
+}
+
+/// Flow idle timeouts, seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// A TCP SYN without answer.
+    pub tcp_syn: u32,
+    /// An established TCP connection.
+    pub tcp_established: u32,
+    /// After FIN or RST.
+    pub tcp_closing: u32,
+    /// UDP.
+    pub udp: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { tcp_syn: 30, tcp_established: 4 * 3600, tcp_closing: 30, udp: 120 }
+    }
 }
 
 /// XDP attach mode.
@@ -427,6 +484,14 @@ pub struct Site {
     pub ports: BTreeMap<String, Vec<(u16, u16)>>,
     /// Extra rules.
     pub rules: Vec<SiteRule>,
+    /// Reply admission.
+    pub reply_tracking: ReplyTracking,
+    /// Egress policy.
+    pub egress: EgressMode,
+    /// Flow table entries.
+    pub flow_table_size: u32,
+    /// Flow timeouts.
+    pub timeouts: Timeouts,
     /// Where it was read from.
     pub origin: String,
 }
@@ -445,6 +510,10 @@ impl Default for Site {
             disable: vec![],
             ports: BTreeMap::new(),
             rules: vec![],
+            reply_tracking: ReplyTracking::default(),
+            egress: EgressMode::default(),
+            flow_table_size: ps_common::layout::DEFAULT_FLOW_TABLE_SIZE,
+            timeouts: Timeouts::default(),
             origin: "<defaults>".into(),
         }
     }
@@ -589,7 +658,18 @@ impl Site {
         {
             return Err(field(file, text, ifs, "interfaces", "empty list; omit the field to mean eth0 and eth1"));
         }
+        let flow_table_size = match f.flow_table_size {
+            Some(n) if *n.get_ref() < 1024 || *n.get_ref() > 1 << 24 => {
+                return Err(field(file, text, &n, "flow_table_size", "must be between 1024 and 16777216 entries"));
+            }
+            Some(n) => n.into_inner(),
+            None => ps_common::layout::DEFAULT_FLOW_TABLE_SIZE,
+        };
         Ok(Self {
+            reply_tracking: f.reply_tracking.unwrap_or_default(),
+            egress: f.egress.unwrap_or_default(),
+            flow_table_size,
+            timeouts: f.timeouts,
             policy: f.policy,
             interfaces: f.interfaces.map(Spanned::into_inner),
             management_interface: f.management_interface.unwrap_or_else(|| "eth0".into()),

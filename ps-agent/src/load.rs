@@ -10,20 +10,25 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, PerCpuValues},
-    programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp, XdpMode,
+        tc::SchedClassifierLinkId, xdp::XdpLinkId,
+    },
 };
 use log::warn;
 use ps_common::{
     GENERATIONS, MAX_IFACES, MAX_IFINDEX,
     layout::{
-        Counter, IfaceInfo, MODE_DRY_RUN, MODE_ENFORCE, Policy, PortEntry, RuleEntry, STAT_STRIDE, State, port_index,
+        Counter, FLOW_CNT_ENTRIES, FLOW_CNT_SEEDED, FLOW_TCP_CLOSING, FLOW_TCP_ESTABLISHED, FLOW_TCP_SYN_SENT,
+        FLOW_UDP, FlowKey, FlowState, IfaceInfo, MODE_DRY_RUN, MODE_ENFORCE, POLICY_STATEFUL, Policy, PortEntry,
+        RuleEntry, STAT_STRIDE, State, port_index,
     },
     names,
 };
 
 use crate::{
-    compile::RuleSet,
+    compile::{RuleKind, RuleSet},
     config::{Mode, XdpModeName},
 };
 
@@ -108,6 +113,15 @@ pub enum LoadError {
         source: Box<ProgramError>,
         /// Hint.
         hint: String,
+    },
+    /// Attaching the egress program failed.
+    #[error("failed to attach the egress program to `{iface}`: {source}")]
+    AttachEgress {
+        /// Interface.
+        iface: String,
+        /// Cause.
+        #[source]
+        source: Box<ProgramError>,
     },
     /// A map operation failed.
     #[error("failed to {action} map `{map}`: {source}")]
@@ -264,8 +278,32 @@ pub struct Attached {
 pub struct Loaded {
     ebpf: Ebpf,
     links: Vec<XdpLinkId>,
+    tc_links: Vec<SchedClassifierLinkId>,
     /// Counter capacity the maps were sized for.
     pub rules_cap: u32,
+    policy: Option<(RuleSet, u32, Mode)>,
+}
+
+/// Load-time choices.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Initial mode.
+    pub mode: Mode,
+    /// Entries of the flow table.
+    pub flow_table_size: u32,
+    /// Where a rejected program's verifier log goes.
+    pub verifier_log_dir: PathBuf,
+}
+
+impl LoadOptions {
+    /// Defaults for `mode`: the default flow table size, logs to the temp directory.
+    pub fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            flow_table_size: ps_common::layout::DEFAULT_FLOW_TABLE_SIZE,
+            verifier_log_dir: std::env::temp_dir(),
+        }
+    }
 }
 
 fn map_err(action: &'static str, map: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoadError {
@@ -275,12 +313,7 @@ fn map_err(action: &'static str, map: &'static str) -> impl FnOnce(aya::maps::Ma
 impl Loaded {
     /// Load the object and the program, sized for `set`, and write `set` into generation 0
     /// with `ifaces` (name, ifindex) in slot order. Nothing is attached yet.
-    pub fn load(
-        set: &RuleSet,
-        ifaces: &[(String, u32)],
-        mode: Mode,
-        verifier_log_dir: &Path,
-    ) -> Result<Self, LoadError> {
+    pub fn load(set: &RuleSet, ifaces: &[(String, u32)], opts: &LoadOptions) -> Result<Self, LoadError> {
         if OBJECT.is_empty() {
             return Err(LoadError::NoObject);
         }
@@ -288,32 +321,125 @@ impl Loaded {
         let ebpf = EbpfLoader::new()
             .map_max_entries(names::MAP_RULES, GENERATIONS * cap)
             .map_max_entries(names::MAP_RULE_CNT, MAX_IFACES * cap)
+            .map_max_entries(names::MAP_ERULE_CNT, MAX_IFACES * cap)
+            .map_max_entries(names::MAP_FLOWS, opts.flow_table_size)
             .load(OBJECT)
             .map_err(|source| LoadError::Object {
                 source: Box::new(source),
                 hint: " (is this kernel 5.10 or newer with CONFIG_BPF_SYSCALL? run `ps-agent doctor`)",
             })?;
-        let mut me = Self { ebpf, links: vec![], rules_cap: cap };
-        me.write_policy(set, 0, mode)?;
+        let mut me = Self { ebpf, links: vec![], tc_links: vec![], rules_cap: cap, policy: None };
+        me.write_policy(set, 0, opts.mode)?;
         me.write_ifaces(ifaces)?;
-        let prog = me.xdp_mut()?;
-        if let Err(e) = prog.load() {
-            return Err(match e {
-                ProgramError::LoadError { io_error, verifier_log } => {
-                    let text = verifier_log.to_string();
-                    let _ = fs::create_dir_all(verifier_log_dir);
-                    let path = verifier_log_dir.join("verifier.log");
-                    let saved = fs::write(&path, &text)
-                        .map(|()| path.display().to_string())
-                        .unwrap_or_else(|e| format!("(could not write {}: {e})", path.display()));
-                    let tail: Vec<&str> = text.lines().rev().take(6).collect();
-                    let summary = format!("{io_error}; {}", tail.into_iter().rev().collect::<Vec<_>>().join(" / "));
-                    LoadError::Verifier { program: names::PROG_XDP, summary, log: saved }
-                }
-                source => LoadError::Program { action: "load", program: names::PROG_XDP, source: Box::new(source) },
-            });
-        }
+        let log_dir = &opts.verifier_log_dir;
+        let r = me.xdp_mut()?.load();
+        r.map_err(|e| load_error(names::PROG_XDP, e, log_dir))?;
+        let r = me.tc_mut()?.load();
+        r.map_err(|e| load_error(names::PROG_TC_EGRESS, e, log_dir))?;
         Ok(me)
+    }
+
+    fn tc_mut(&mut self) -> Result<&mut SchedClassifier, LoadError> {
+        let p = self.ebpf.program_mut(names::PROG_TC_EGRESS).ok_or(LoadError::Program {
+            action: "find",
+            program: names::PROG_TC_EGRESS,
+            source: Box::new(ProgramError::NotLoaded),
+        })?;
+        p.try_into().map_err(|source| LoadError::Program {
+            action: "find",
+            program: names::PROG_TC_EGRESS,
+            source: Box::new(source),
+        })
+    }
+
+    /// Attach the egress program to every interface, all or nothing (TCX on 6.6+, a
+    /// clsact qdisc before).
+    pub fn attach_egress(&mut self, ifaces: &[(String, u32)]) -> Result<(), LoadError> {
+        for (name, _) in ifaces {
+            // Before 6.6 the program hangs off a clsact qdisc; it may exist already.
+            let tcx = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
+            if !tcx {
+                let _ = aya::programs::tc::qdisc_add_clsact(name);
+            }
+            let r = self.tc_mut()?.attach(name, TcAttachType::Egress);
+            match r {
+                Ok(id) => self.tc_links.push(id),
+                Err(source) => {
+                    self.detach_egress();
+                    return Err(LoadError::AttachEgress { iface: name.clone(), source: Box::new(source) });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Detach the egress program everywhere.
+    pub fn detach_egress(&mut self) {
+        let links = std::mem::take(&mut self.tc_links);
+        if let Ok(prog) = self.tc_mut() {
+            for l in links {
+                let _ = prog.detach(l);
+            }
+        }
+    }
+
+    /// Fill the flow table with the outbound flows the kernel's sockets already have
+    /// (read from /proc/net of this namespace), so that an agent (re)start does not cut
+    /// a live connection. Returns how many flows were seeded.
+    pub fn seed_flows(&mut self, set: &RuleSet) -> Result<usize, LoadError> {
+        let now = monotonic_ns();
+        let mut sockets = Vec::new();
+        for (file, proto, v6) in [("tcp", 6u8, false), ("tcp6", 6, true), ("udp", 17, false), ("udp6", 17, true)] {
+            if let Ok(text) = fs::read_to_string(Path::new("/proc/net").join(file)) {
+                sockets.extend(parse_proc_net(&text, proto, v6));
+            }
+        }
+        let mut map: HashMap<&mut MapData, FlowKey, FlowState> = {
+            let m = self.ebpf.map_mut(names::MAP_FLOWS).ok_or(LoadError::Map {
+                action: "find",
+                map: names::MAP_FLOWS,
+                source: Box::new(aya::maps::MapError::InvalidName { name: names::MAP_FLOWS.into() }),
+            })?;
+            HashMap::try_from(m).map_err(map_err("open", names::MAP_FLOWS))?
+        };
+        let mut n = 0;
+        for (key, state) in seed_entries(set, &sockets) {
+            let v = FlowState { state, counter: 0, created_ns: now, last_ns: now, packets_out: 0, packets_in: 0 };
+            let v = FlowState { counter: key.1, ..v };
+            map.insert(key.0, v, 0).map_err(map_err("write", names::MAP_FLOWS))?;
+            n += 1;
+        }
+        drop(map);
+        if n > 0 {
+            let mut c: PerCpuArray<&mut MapData, Counter> = {
+                let m = self.ebpf.map_mut(names::MAP_FLOW_CNT).ok_or(LoadError::Map {
+                    action: "find",
+                    map: names::MAP_FLOW_CNT,
+                    source: Box::new(aya::maps::MapError::InvalidName { name: names::MAP_FLOW_CNT.into() }),
+                })?;
+                PerCpuArray::try_from(m).map_err(map_err("open", names::MAP_FLOW_CNT))?
+            };
+            let mut v = c.get(&FLOW_CNT_SEEDED, 0).map_err(map_err("read", names::MAP_FLOW_CNT))?;
+            if let Some(first) = v.iter().next().copied() {
+                let mut vals: Vec<Counter> = v.iter().copied().collect();
+                vals[0] = Counter { packets: first.packets + n as u64, ..first };
+                v = PerCpuValues::try_from(vals).map_err(|e| LoadError::Io {
+                    action: "build per-CPU values for",
+                    path: names::MAP_FLOW_CNT.into(),
+                    source: e,
+                })?;
+            }
+            c.set(FLOW_CNT_SEEDED, v, 0).map_err(map_err("write", names::MAP_FLOW_CNT))?;
+        }
+        Ok(n)
+    }
+
+    /// Turn stateful reply admission off in the active policy (the fallback when the
+    /// egress program cannot be attached).
+    pub fn make_stateless(&mut self) -> Result<(), LoadError> {
+        let Some((mut set, g, mode)) = self.policy.clone() else { return Ok(()) };
+        set.policy.flags &= !POLICY_STATEFUL;
+        self.write_policy(&set, g, mode)
     }
 
     fn xdp_mut(&mut self) -> Result<&mut Xdp, LoadError> {
@@ -337,6 +463,7 @@ impl Loaded {
     /// Write `set` into `generation` and make it active with `mode`.
     pub fn write_policy(&mut self, set: &RuleSet, generation: u32, mode: Mode) -> Result<(), LoadError> {
         let g = generation & 1;
+        self.policy = Some((set.clone(), g, mode));
         let cap = self.rules_cap;
         if set.entries.len() as u32 > cap {
             return Err(LoadError::TooBig { what: "rule entries", needed: set.entries.len(), cap });
@@ -438,7 +565,7 @@ impl Loaded {
         }
     }
 
-    /// Detach from every interface.
+    /// Detach from every interface (XDP and egress).
     pub fn detach_all(&mut self) {
         let links = std::mem::take(&mut self.links);
         if let Ok(prog) = self.xdp_mut() {
@@ -446,6 +573,7 @@ impl Loaded {
                 let _ = prog.detach(l);
             }
         }
+        self.detach_egress();
     }
 
     /// Pin every map under `dir` (created; stale pins replaced).
@@ -498,11 +626,154 @@ impl Loaded {
     /// Counters, summed over CPUs (see [`Counters`]).
     pub fn counters(&self) -> Result<Counters, LoadError> {
         Counters::read(
-            self.ebpf.map(names::MAP_RULE_CNT).and_then(|m| m.try_into().ok()),
-            self.ebpf.map(names::MAP_STAT_CNT).and_then(|m| m.try_into().ok()),
+            |name| {
+                let m = self.ebpf.map(name).ok_or(LoadError::Map {
+                    action: "find",
+                    map: name,
+                    source: Box::new(aya::maps::MapError::InvalidName { name: name.into() }),
+                })?;
+                PerCpuArray::try_from(m).map_err(map_err("open", name))
+            },
             self.rules_cap,
         )
     }
+
+    /// The flow table (for tests: insert and inspect flows).
+    pub fn flows(&mut self) -> Result<HashMap<&mut MapData, FlowKey, FlowState>, LoadError> {
+        let m = self.ebpf.map_mut(names::MAP_FLOWS).ok_or(LoadError::Map {
+            action: "find",
+            map: names::MAP_FLOWS,
+            source: Box::new(aya::maps::MapError::InvalidName { name: names::MAP_FLOWS.into() }),
+        })?;
+        HashMap::try_from(m).map_err(map_err("open", names::MAP_FLOWS))
+    }
+}
+
+fn load_error(program: &'static str, e: ProgramError, log_dir: &Path) -> LoadError {
+    match e {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            let text = verifier_log.to_string();
+            let _ = fs::create_dir_all(log_dir);
+            let path = log_dir.join(format!("verifier-{program}.log"));
+            let saved = fs::write(&path, &text)
+                .map(|()| path.display().to_string())
+                .unwrap_or_else(|e| format!("(could not write {}: {e})", path.display()));
+            let tail: Vec<&str> = text.lines().rev().take(6).collect();
+            let summary = format!("{io_error}; {}", tail.into_iter().rev().collect::<Vec<_>>().join(" / "));
+            LoadError::Verifier { program, summary, log: saved }
+        }
+        source => LoadError::Program { action: "load", program, source: Box::new(source) },
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into ts.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A socket from /proc/net/{tcp,tcp6,udp,udp6}.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Socket {
+    /// IP protocol.
+    pub proto: u8,
+    /// 4 or 6 (IPv4-mapped IPv6 sockets are 4: that is what the wire carries).
+    pub family: u8,
+    /// Local address (IPv4 in the first 4 bytes).
+    pub local: [u8; 16],
+    /// Local port.
+    pub local_port: u16,
+    /// Remote address.
+    pub remote: [u8; 16],
+    /// Remote port.
+    pub remote_port: u16,
+    /// Kernel socket state (`TCP_ESTABLISHED` = 1, ...).
+    pub state: u8,
+}
+
+fn proc_addr(hex: &str, v6: bool) -> Option<(u8, [u8; 16])> {
+    let mut out = [0u8; 16];
+    if !v6 {
+        let v = u32::from_str_radix(hex, 16).ok()?;
+        out[..4].copy_from_slice(&v.to_ne_bytes());
+        return Some((4, out));
+    }
+    if hex.len() != 32 {
+        return None;
+    }
+    for i in 0..4 {
+        let v = u32::from_str_radix(&hex[i * 8..i * 8 + 8], 16).ok()?;
+        out[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+    if out[..10].iter().all(|&b| b == 0) && out[10] == 0xff && out[11] == 0xff {
+        let mut v4 = [0u8; 16];
+        v4[..4].copy_from_slice(&out[12..]);
+        return Some((4, v4));
+    }
+    Some((6, out))
+}
+
+/// Parse /proc/net/{tcp,udp}[6] text.
+pub fn parse_proc_net(text: &str, proto: u8, v6: bool) -> Vec<Socket> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 {
+            continue;
+        }
+        let (Some((l, lp)), Some((r, rp))) = (f[1].split_once(':'), f[2].split_once(':')) else { continue };
+        let (Some((fam, local)), Some((_, remote))) = (proc_addr(l, v6), proc_addr(r, v6)) else { continue };
+        let (Ok(local_port), Ok(remote_port), Ok(state)) =
+            (u16::from_str_radix(lp, 16), u16::from_str_radix(rp, 16), u8::from_str_radix(f[3], 16))
+        else {
+            continue;
+        };
+        out.push(Socket { proto, family: fam, local, local_port, remote, remote_port, state });
+    }
+    out
+}
+
+/// The flows to seed: sockets connected to a remote port that a reply rule of `set`
+/// admits, from a local port that rule allows. Returns (key, counter) and the flow state.
+pub fn seed_entries(set: &RuleSet, sockets: &[Socket]) -> Vec<((FlowKey, u32), u32)> {
+    let (eph_lo, eph_hi) = (set.policy.ephemeral_lo, set.policy.ephemeral_hi);
+    let mut out = Vec::new();
+    for s in sockets {
+        let state = match (s.proto, s.state) {
+            (6, 1) => FLOW_TCP_ESTABLISHED,
+            (6, 2) => FLOW_TCP_SYN_SENT,
+            (6, 4 | 5 | 8 | 9 | 11) => FLOW_TCP_CLOSING,
+            (17, 1) => FLOW_UDP,
+            _ => continue,
+        };
+        if s.remote_port == 0 {
+            continue;
+        }
+        let transport = if s.proto == 6 { "tcp" } else { "udp" };
+        let rule = set.rules.iter().find(|r| {
+            r.kind == RuleKind::Reply
+                && r.transport.as_str() == transport
+                && r.ports.iter().any(|&(a, b)| (a..=b).contains(&s.remote_port))
+                && r.local.is_some_and(|l| {
+                    (l.ephemeral && (eph_lo..=eph_hi).contains(&s.local_port))
+                        || l.explicit.is_some_and(|(a, b)| (a..=b).contains(&s.local_port))
+                })
+        });
+        let Some(rule) = rule else { continue };
+        let key = FlowKey {
+            remote: s.remote,
+            local: s.local,
+            remote_port: s.remote_port,
+            local_port: s.local_port,
+            proto: s.proto,
+            family: s.family,
+            _pad: [0; 2],
+        };
+        out.push(((key, rule.counter), state));
+    }
+    out
 }
 
 fn mode_word(mode: Mode) -> u32 {
@@ -540,62 +811,97 @@ fn attach_error(iface: &str, mode: &'static str, source: ProgramError) -> LoadEr
     LoadError::Attach { iface: iface.into(), mode, source: Box::new(source), hint }
 }
 
-/// Counters summed over CPUs: `rules[slot][counter]` and `stats[slot][bucket]`.
+/// Counters summed over CPUs: per slot (0..MAX_IFACES), per counter or bucket.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Per slot (0..MAX_IFACES), per counter.
+    /// Ingress rule counters.
     pub rules: Vec<Vec<Counter>>,
-    /// Per slot, per bucket (STAT_STRIDE).
+    /// Ingress pass/drop/would-drop buckets (STAT_STRIDE per slot).
     pub stats: Vec<Vec<Counter>>,
+    /// Egress rule counters.
+    pub egress_rules: Vec<Vec<Counter>>,
+    /// Egress buckets.
+    pub egress_stats: Vec<Vec<Counter>>,
+    /// Flow-table counters (`FLOW_CNT_*`), packets field.
+    pub flows: Vec<u64>,
 }
 
 fn sum(v: &PerCpuValues<Counter>) -> Counter {
     v.iter().fold(Counter::default(), |a, c| Counter { packets: a.packets + c.packets, bytes: a.bytes + c.bytes })
 }
 
+fn grid<T: std::borrow::Borrow<MapData>>(
+    m: &PerCpuArray<T, Counter>,
+    name: &'static str,
+    stride: u32,
+) -> Result<Vec<Vec<Counter>>, LoadError> {
+    let mut out = Vec::with_capacity(MAX_IFACES as usize);
+    for slot in 0..MAX_IFACES {
+        let mut r = Vec::with_capacity(stride as usize);
+        for c in 0..stride {
+            let v = m.get(&(slot * stride + c), 0).map_err(map_err("read", name))?;
+            r.push(sum(&v));
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
 impl Counters {
     fn read<T: std::borrow::Borrow<MapData>>(
-        rules: Option<PerCpuArray<T, Counter>>,
-        stats: Option<PerCpuArray<T, Counter>>,
+        open: impl Fn(&'static str) -> Result<PerCpuArray<T, Counter>, LoadError>,
         rules_cap: u32,
     ) -> Result<Self, LoadError> {
-        let rules = rules.ok_or(LoadError::Map {
-            action: "open",
-            map: names::MAP_RULE_CNT,
-            source: Box::new(aya::maps::MapError::InvalidName { name: names::MAP_RULE_CNT.into() }),
-        })?;
-        let stats = stats.ok_or(LoadError::Map {
-            action: "open",
-            map: names::MAP_STAT_CNT,
-            source: Box::new(aya::maps::MapError::InvalidName { name: names::MAP_STAT_CNT.into() }),
-        })?;
-        let mut out = Counters::default();
-        for slot in 0..MAX_IFACES {
-            let mut r = Vec::with_capacity(rules_cap as usize);
-            for c in 0..rules_cap {
-                let v = rules.get(&(slot * rules_cap + c), 0).map_err(map_err("read", names::MAP_RULE_CNT))?;
-                r.push(sum(&v));
-            }
-            out.rules.push(r);
-            let mut s = Vec::with_capacity(STAT_STRIDE as usize);
-            for b in 0..STAT_STRIDE {
-                let v = stats.get(&(slot * STAT_STRIDE + b), 0).map_err(map_err("read", names::MAP_STAT_CNT))?;
-                s.push(sum(&v));
-            }
-            out.stats.push(s);
+        let flows_map = open(names::MAP_FLOW_CNT)?;
+        let mut flows = Vec::new();
+        for i in 0..FLOW_CNT_ENTRIES {
+            flows.push(sum(&flows_map.get(&i, 0).map_err(map_err("read", names::MAP_FLOW_CNT))?).packets);
         }
-        Ok(out)
+        Ok(Counters {
+            rules: grid(&open(names::MAP_RULE_CNT)?, names::MAP_RULE_CNT, rules_cap)?,
+            stats: grid(&open(names::MAP_STAT_CNT)?, names::MAP_STAT_CNT, STAT_STRIDE)?,
+            egress_rules: grid(&open(names::MAP_ERULE_CNT)?, names::MAP_ERULE_CNT, rules_cap)?,
+            egress_stats: grid(&open(names::MAP_ESTAT_CNT)?, names::MAP_ESTAT_CNT, STAT_STRIDE)?,
+            flows,
+        })
     }
 
     /// Read the counters pinned under `dir` by a running agent.
     pub fn read_pinned(dir: &Path, rules_cap: u32) -> Result<Self, LoadError> {
-        let open = |name: &'static str| -> Result<PerCpuArray<MapData, Counter>, LoadError> {
-            let data = MapData::from_pin(dir.join(name)).map_err(map_err("open pinned", name))?;
-            let map = aya::maps::Map::from_map_data(data).map_err(map_err("open pinned", name))?;
-            PerCpuArray::try_from(map).map_err(map_err("open pinned", name))
-        };
-        Self::read(Some(open(names::MAP_RULE_CNT)?), Some(open(names::MAP_STAT_CNT)?), rules_cap)
+        Self::read(
+            |name| {
+                let data = MapData::from_pin(dir.join(name)).map_err(map_err("open pinned", name))?;
+                let map = aya::maps::Map::from_map_data(data).map_err(map_err("open pinned", name))?;
+                PerCpuArray::try_from(map).map_err(map_err("open pinned", name))
+            },
+            rules_cap,
+        )
     }
+}
+
+/// The flows pinned under `dir` by a running agent.
+pub fn read_pinned_flows(dir: &Path) -> Result<Vec<(FlowKey, FlowState)>, LoadError> {
+    let data = MapData::from_pin(dir.join(names::MAP_FLOWS)).map_err(map_err("open pinned", names::MAP_FLOWS))?;
+    let map = aya::maps::Map::from_map_data(data).map_err(map_err("open pinned", names::MAP_FLOWS))?;
+    let h: HashMap<MapData, FlowKey, FlowState> =
+        HashMap::try_from(map).map_err(map_err("open pinned", names::MAP_FLOWS))?;
+    let mut out = Vec::new();
+    for kv in h.iter() {
+        match kv {
+            Ok(kv) => out.push(kv),
+            // An entry evicted while we iterate: skip it.
+            Err(aya::maps::MapError::KeyNotFound) => continue,
+            Err(e) => return Err(map_err("read", names::MAP_FLOWS)(e)),
+        }
+    }
+    Ok(out)
+}
+
+/// Entries the flow table holds at most, as pinned under `dir`.
+pub fn pinned_flow_capacity(dir: &Path) -> Result<u32, LoadError> {
+    let data = MapData::from_pin(dir.join(names::MAP_FLOWS)).map_err(map_err("open pinned", names::MAP_FLOWS))?;
+    let info = data.info().map_err(map_err("inspect", names::MAP_FLOWS))?;
+    Ok(info.max_entries())
 }
 
 /// Mode of the agent whose maps are pinned under `dir`.

@@ -61,6 +61,12 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
     },
+    /// List the tracked outbound flows (like `conntrack -L`).
+    Flows {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the config and print the compiled rule set; exit 1 on error.
     Check {
         /// Site config.
@@ -105,6 +111,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Stats { json, watch, interval } => stats(&cli.state_dir, json, watch, interval),
         Command::Check { config, ifaces, json } => check(config.as_deref(), &ifaces, json),
+        Command::Flows { json } => flows(&cli.state_dir, json),
     }
 }
 
@@ -120,7 +127,21 @@ fn snapshot(state_dir: &Path) -> anyhow::Result<observe::StatsReport> {
     let state = read_state(state_dir)?;
     let counters = Counters::read_pinned(&state.pin_dir, state.rules_cap)?;
     let mode = load::read_pinned_mode(&state.pin_dir)?;
-    Ok(observe::report(&state, &counters, mode))
+    let tracked = load::read_pinned_flows(&state.pin_dir)?.len() as u64;
+    let capacity = load::pinned_flow_capacity(&state.pin_dir)? as u64;
+    Ok(observe::report(&state, &counters, mode, tracked, capacity))
+}
+
+fn flows(state_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let state = read_state(state_dir)?;
+    let flows = load::read_pinned_flows(&state.pin_dir)?;
+    let reports = observe::flow_reports(&state, &flows, load::monotonic_ns());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        print!("{}", observe::render_flows(&reports));
+    }
+    Ok(())
 }
 
 fn stats(state_dir: &Path, json: bool, watch: bool, interval: f64) -> anyhow::Result<()> {
@@ -187,6 +208,7 @@ fn check(config: Option<&Path>, ifaces: &[String], json: bool) -> anyhow::Result
     println!("interfaces: {} (management: {})", set.interfaces.join(", "), cfg.site.management_interface);
     println!("ephemeral:  {}-{}", set.policy.ephemeral_lo, set.policy.ephemeral_hi);
     println!("failsafe:   {}", if cfg.site.failsafe.enabled { "on" } else { "OFF" });
+    println!("replies:    {} (egress: {:?})", cfg.site.reply_tracking.as_str(), cfg.site.egress);
     println!();
     println!("{:<22} {:<5} {:<20} {:<8} {:<6} DESCRIPTION", "RULE", "PROTO", "PORTS", "DIR", "IFACE");
     for r in &set.rules {

@@ -7,14 +7,17 @@ use std::{
 };
 
 use ps_common::{
-    layout::{Counter, STAT_DROP_BASE, STAT_LOG_SUPPRESSED, STAT_PASS_BASE, STAT_WOULD_DROP_BASE},
+    layout::{
+        Counter, FLOW_CNT_CREATED, FLOW_CNT_EXPIRED, FLOW_CNT_INSERT_FAILED, FLOW_CNT_SEEDED, FlowKey, FlowState,
+        STAT_DROP_BASE, STAT_LOG_SUPPRESSED, STAT_PASS_BASE, STAT_WOULD_DROP_BASE,
+    },
     reason::{DropReason, PassReason},
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{
     compile::{CompiledRule, RuleSet},
-    config::Mode,
+    config::{Mode, ReplyTracking},
     load::{Attached, Counters},
 };
 
@@ -85,11 +88,15 @@ pub struct AgentState {
     pub interfaces: Vec<Attached>,
     /// Rules in counter order.
     pub rules: Vec<RuleMeta>,
+    /// `stateful` or `stateless` (what is in force, after any fallback).
+    pub reply_tracking: String,
 }
 
 impl AgentState {
     /// Build from a compiled rule set.
+    #[expect(clippy::too_many_arguments, reason = "one field each, all required")]
     pub fn new(
+        reply_tracking: ReplyTracking,
         set: &RuleSet,
         product: &str,
         policy: &str,
@@ -110,6 +117,7 @@ impl AgentState {
             management_interface: mgmt.into(),
             interfaces,
             rules: set.rules.iter().map(RuleMeta::from).collect(),
+            reply_tracking: reply_tracking.as_str().into(),
         }
     }
 
@@ -160,6 +168,42 @@ pub struct RuleReport {
     pub bytes: u64,
     /// Per interface name.
     pub per_interface: BTreeMap<String, Pb>,
+    /// Packets the host sent under this rule (replies to inbound rules, outbound flows).
+    pub egress_packets: u64,
+    /// Bytes the host sent under this rule.
+    pub egress_bytes: u64,
+}
+
+/// The flow table (stateful reply admission).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowSummary {
+    /// Flows in the table now.
+    pub tracked: u64,
+    /// Table capacity.
+    pub capacity: u64,
+    /// Flows the egress program created.
+    pub created: u64,
+    /// Flows the agent seeded from the kernel's sockets at start.
+    pub seeded: u64,
+    /// Idle flows removed when a reply found them expired.
+    pub expired: u64,
+    /// Inserts that failed.
+    pub insert_failed: u64,
+    /// Flows the LRU evicted to make room: created + seeded − expired − tracked.
+    pub evicted: u64,
+}
+
+/// Egress totals.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressReport {
+    /// Sent under a rule.
+    pub by_rule: u64,
+    /// Sent without a rule (ARP, ICMP, NDP), per reason.
+    pub passed: BTreeMap<String, u64>,
+    /// No row allows it, and it was let out (`egress = "count"`), per reason.
+    pub unmatched: BTreeMap<String, u64>,
+    /// No row allows it, and it was dropped (`egress = "enforce"`), per reason.
+    pub dropped: BTreeMap<String, u64>,
 }
 
 /// Totals; `packets` = `by_rule` + `passed_other` + `dropped` + `would_drop`.
@@ -206,10 +250,16 @@ pub struct StatsReport {
     pub log_suppressed: u64,
     /// Totals.
     pub totals: Totals,
+    /// `stateful` or `stateless`.
+    pub reply_tracking: String,
+    /// The flow table.
+    pub flows: FlowSummary,
+    /// What the host sent.
+    pub egress: EgressReport,
 }
 
-/// Build the report (pure).
-pub fn report(state: &AgentState, counters: &Counters, mode: Mode) -> StatsReport {
+/// Build the report (pure). `tracked` and `capacity` describe the flow table now.
+pub fn report(state: &AgentState, counters: &Counters, mode: Mode, tracked: u64, capacity: u64) -> StatsReport {
     let slots: Vec<(u32, &str)> = state.interfaces.iter().map(|a| (a.slot, a.name.as_str())).collect();
     let mut totals = Totals::default();
     let mut rules = Vec::new();
@@ -230,7 +280,15 @@ pub fn report(state: &AgentState, counters: &Counters, mode: Mode) -> StatsRepor
             all.add(c);
         }
         totals.by_rule += all.packets;
+        let mut eg = Pb::default();
+        for slot in &counters.egress_rules {
+            if let Some(c) = slot.get(r.counter as usize) {
+                eg.add(c);
+            }
+        }
         rules.push(RuleReport {
+            egress_packets: eg.packets,
+            egress_bytes: eg.bytes,
             id: r.id.clone(),
             rows: r.rows.clone(),
             origin: r.origin.clone(),
@@ -262,6 +320,27 @@ pub fn report(state: &AgentState, counters: &Counters, mode: Mode) -> StatsRepor
         passed.insert(r.as_str().to_string(), p);
     }
     totals.packets = totals.by_rule + totals.passed_other + totals.dropped + totals.would_drop;
+    let ebucket =
+        |b: u32| -> u64 { counters.egress_stats.iter().map(|s| s.get(b as usize).map_or(0, |c| c.packets)).sum() };
+    let mut egress = EgressReport { by_rule: rules.iter().map(|r| r.egress_packets).sum(), ..Default::default() };
+    for r in PassReason::ALL {
+        egress.passed.insert(r.as_str().into(), ebucket(STAT_PASS_BASE + r as u32));
+    }
+    for r in DropReason::ALL {
+        egress.unmatched.insert(r.as_str().into(), ebucket(STAT_WOULD_DROP_BASE + r as u32));
+        egress.dropped.insert(r.as_str().into(), ebucket(STAT_DROP_BASE + r as u32));
+    }
+    let fc = |i: u32| counters.flows.get(i as usize).copied().unwrap_or(0);
+    let mut flows = FlowSummary {
+        tracked,
+        capacity,
+        created: fc(FLOW_CNT_CREATED),
+        seeded: fc(FLOW_CNT_SEEDED),
+        expired: fc(FLOW_CNT_EXPIRED),
+        insert_failed: fc(FLOW_CNT_INSERT_FAILED),
+        evicted: 0,
+    };
+    flows.evicted = (flows.created + flows.seeded).saturating_sub(flows.expired + flows.tracked);
     StatsReport {
         mode: mode.as_str().into(),
         product: state.product.clone(),
@@ -276,6 +355,9 @@ pub fn report(state: &AgentState, counters: &Counters, mode: Mode) -> StatsRepor
         passed,
         log_suppressed: bucket(STAT_LOG_SUPPRESSED),
         totals,
+        reply_tracking: state.reply_tracking.clone(),
+        flows,
+        egress,
     }
 }
 
@@ -303,19 +385,20 @@ pub fn render_table(r: &StatsReport, prev: Option<(&StatsReport, f64)>) -> Strin
             format!("{} ({}{m})", a.name, a.xdp_mode)
         })
         .collect();
-    let _ = writeln!(o, "ps-agent  mode: {}  pid: {}  policy: {}", r.mode, r.pid, r.product);
+    let _ =
+        writeln!(o, "ps-agent  mode: {}  replies: {}  pid: {}  policy: {}", r.mode, r.reply_tracking, r.pid, r.product);
     let _ = writeln!(o, "interfaces: {}", ifs.join(", "));
     let _ = writeln!(o);
     let rate_hdr = if prev.is_some() { "     PPS" } else { "" };
     let _ = writeln!(
         o,
-        "{:<22} {:<5} {:<11} {:<7} {:>9} {:>8}{rate_hdr}",
-        "RULE", "PROTO", "PORTS", "DIR", "PACKETS", "BYTES"
+        "{:<20} {:<5} {:<11} {:<7} {:>8} {:>7} {:>8}{rate_hdr}",
+        "RULE", "PROTO", "PORTS", "DIR", "IN PKTS", "BYTES", "OUT PKTS"
     );
     for rule in &r.rules {
         let mut id = rule.id.clone();
-        if id.len() > 22 {
-            id.truncate(21);
+        if id.len() > 20 {
+            id.truncate(19);
             id.push('~');
         }
         let mut ports = rule.ports.clone();
@@ -336,13 +419,14 @@ pub fn render_table(r: &StatsReport, prev: Option<(&StatsReport, f64)>) -> Strin
         };
         let _ = writeln!(
             o,
-            "{:<22} {:<5} {:<11} {:<7} {:>9} {:>8}{rate}",
+            "{:<20} {:<5} {:<11} {:<7} {:>8} {:>7} {:>8}{rate}",
             id,
             rule.proto,
             ports,
             rule.direction,
             human(rule.packets),
-            human(rule.bytes)
+            human(rule.bytes),
+            human(rule.egress_packets)
         );
     }
     let _ = writeln!(o);
@@ -361,5 +445,110 @@ pub fn render_table(r: &StatsReport, prev: Option<(&StatsReport, f64)>) -> Strin
         "total: {} packets = {} by rule + {} other passes + {} dropped + {} would drop",
         t.packets, t.by_rule, t.passed_other, t.dropped, t.would_drop
     );
+    let e = &r.egress;
+    let _ = writeln!(
+        o,
+        "egress: {} by rule, {} unmatched let out, {} unmatched dropped",
+        e.by_rule,
+        e.unmatched.values().sum::<u64>(),
+        e.dropped.values().sum::<u64>()
+    );
+    let f = &r.flows;
+    if r.reply_tracking == "stateful" {
+        let _ = writeln!(
+            o,
+            "flows: {} tracked of {} (created {}, seeded {}, expired {}, evicted {})",
+            f.tracked, f.capacity, f.created, f.seeded, f.expired, f.evicted
+        );
+    }
+    o
+}
+
+/// One tracked flow, for `ps-agent flows`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowReport {
+    /// `tcp` / `udp`.
+    pub proto: String,
+    /// `SYN_SENT`, `ESTABLISHED`, `CLOSING`, `UDP`.
+    pub state: String,
+    /// Local address.
+    pub local: String,
+    /// Local port.
+    pub local_port: u16,
+    /// Remote address.
+    pub remote: String,
+    /// Remote port.
+    pub remote_port: u16,
+    /// Rule that allowed it.
+    pub rule: String,
+    /// Seconds since created.
+    pub age_s: u64,
+    /// Seconds since the last packet.
+    pub idle_s: u64,
+    /// Packets from the host.
+    pub packets_out: u32,
+    /// Replies admitted.
+    pub packets_in: u32,
+}
+
+fn addr(family: u8, a: &[u8; 16]) -> String {
+    if family == 4 {
+        std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string()
+    } else {
+        std::net::Ipv6Addr::from(*a).to_string()
+    }
+}
+
+/// The flows as `ps-agent flows` lists them, oldest first (pure: `now_ns` is
+/// CLOCK_MONOTONIC).
+pub fn flow_reports(state: &AgentState, flows: &[(FlowKey, FlowState)], now_ns: u64) -> Vec<FlowReport> {
+    let mut v: Vec<FlowReport> = flows
+        .iter()
+        .map(|(k, f)| FlowReport {
+            proto: if k.proto == 6 { "tcp".into() } else { "udp".into() },
+            state: match f.state {
+                ps_common::layout::FLOW_TCP_SYN_SENT => "SYN_SENT",
+                ps_common::layout::FLOW_TCP_ESTABLISHED => "ESTABLISHED",
+                ps_common::layout::FLOW_TCP_CLOSING => "CLOSING",
+                _ => "UDP",
+            }
+            .into(),
+            local: addr(k.family, &k.local),
+            local_port: k.local_port,
+            remote: addr(k.family, &k.remote),
+            remote_port: k.remote_port,
+            rule: state.rules.get(f.counter as usize).map_or_else(|| format!("#{}", f.counter), |r| r.id.clone()),
+            age_s: now_ns.saturating_sub(f.created_ns) / 1_000_000_000,
+            idle_s: now_ns.saturating_sub(f.last_ns) / 1_000_000_000,
+            packets_out: f.packets_out,
+            packets_in: f.packets_in,
+        })
+        .collect();
+    v.sort_by(|a, b| b.age_s.cmp(&a.age_s).then(a.remote_port.cmp(&b.remote_port)));
+    v
+}
+
+/// Render flows like `conntrack -L`.
+pub fn render_flows(flows: &[FlowReport]) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    for f in flows {
+        let _ = writeln!(
+            o,
+            "{} {} src={} dst={} sport={} dport={} rule={} age={}s idle={}s out={} in={}",
+            f.proto,
+            f.state,
+            f.local,
+            f.remote,
+            f.local_port,
+            f.remote_port,
+            f.rule,
+            f.age_s,
+            f.idle_s,
+            f.packets_out,
+            f.packets_in
+        );
+    }
+    let _ = writeln!(o, "{} flow(s)", flows.len());
     o
 }

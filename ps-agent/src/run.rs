@@ -13,8 +13,8 @@ use ps_common::names;
 
 use crate::{
     compile::{CompileError, HostFacts, RuleSet, compile},
-    config::{Config, ConfigError, Mode, XdpModeName},
-    load::{self, LoadError, Loaded},
+    config::{Config, ConfigError, Mode, ReplyTracking, XdpModeName},
+    load::{self, LoadError, LoadOptions, Loaded},
     observe::AgentState,
 };
 
@@ -134,7 +134,30 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     claim(&opts.state_dir, &opts.pin_dir)?;
 
-    let mut loaded = Loaded::load(&set, &ifaces, cfg.site.mode, &opts.state_dir)?;
+    let load_opts = LoadOptions {
+        mode: cfg.site.mode,
+        flow_table_size: cfg.site.flow_table_size,
+        verifier_log_dir: opts.state_dir.clone(),
+    };
+    let mut loaded = Loaded::load(&set, &ifaces, &load_opts)?;
+    let mut tracking = cfg.site.reply_tracking;
+    // Egress first, so flows are tracked before replies are filtered; seed the flows the
+    // host already has, so that a (re)start does not cut a live connection.
+    if let Err(e) = loaded.attach_egress(&ifaces) {
+        if tracking == ReplyTracking::Stateful {
+            warn!("{e}; reply admission falls back to stateless (ACK from the row's port to the ephemeral range)");
+            loaded.make_stateless()?;
+            tracking = ReplyTracking::Stateless;
+        } else {
+            warn!("{e}; egress traffic is not counted");
+        }
+    }
+    if tracking == ReplyTracking::Stateful {
+        let n = loaded.seed_flows(&set)?;
+        info!("reply admission: stateful; seeded {n} flow(s) from the kernel's sockets");
+    } else {
+        info!("reply admission: stateless");
+    }
     let logger = match aya_log::EbpfLogger::init(loaded.ebpf_mut()) {
         Ok(l) => Some(l),
         Err(e) => {
@@ -152,6 +175,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             source,
         })?;
         let state = AgentState::new(
+            tracking,
             &set,
             &cfg.matrix.product,
             &cfg.matrix.origin,

@@ -12,6 +12,8 @@ use crate::{
     reason::{DropReason, PassReason},
 };
 
+pub use crate::layout::FlowKey;
+
 /// The policy tables, as the classifier reads them.
 pub trait Tables {
     /// `PS_STATE[0]`.
@@ -31,6 +33,10 @@ pub trait Tables {
 pub enum Verdict {
     /// Admitted by the compiled rule with this counter slot.
     Rule(u32),
+    /// A reply to the outbound rule with this counter slot, under stateful reply
+    /// admission: it passes only if its flow is tracked (the caller looks it up; see
+    /// [`flow_key`]), otherwise it is [`DropReason::Untracked`].
+    Tracked(u32),
     /// Passed without a rule.
     Pass(PassReason),
     /// Dropped (or, in dry-run, would have been).
@@ -50,6 +56,8 @@ pub struct Decision {
     pub rules_cap: u32,
     /// The parsed packet (default for non-IP frames).
     pub packet: Packet,
+    /// The active policy.
+    pub policy: Policy,
 }
 
 impl Decision {
@@ -79,7 +87,7 @@ pub unsafe fn decide<T: Tables>(start: usize, end: usize, ifindex: u32, t: &T) -
         Parsed::Drop(r) => (Verdict::Drop(r), Packet::default()),
         Parsed::Ip(p) => (classify(&p, &policy, state.generation & 1, slot, t), p),
     };
-    Some(Decision { verdict, slot, mode: state.mode, rules_cap: policy.rules_cap, packet })
+    Some(Decision { verdict, slot, mode: state.mode, rules_cap: policy.rules_cap, packet, policy })
 }
 
 /// Host wrapper of [`decide`] over a byte slice.
@@ -98,11 +106,12 @@ pub fn classify<T: Tables>(p: &Packet, policy: &Policy, generation: u32, slot: u
         IPPROTO_ICMP | IPPROTO_ICMPV6 => return classify_icmp(p, policy),
         _ => return Verdict::Drop(DropReason::IpProto),
     };
+    let stateful = policy.flags & POLICY_STATEFUL != 0;
     let mut why = DropReason::NoRule;
     if let Some(e) = t.port(port_index(generation, l4, p.dport))
         && e.inbound != 0
     {
-        match walk(e.inbound, p, policy, slot, t) {
+        match walk(e.inbound, slot, t, |_| Ok(())) {
             Ok(counter) => return Verdict::Rule(counter),
             Err(r) => why = r,
         }
@@ -110,7 +119,12 @@ pub fn classify<T: Tables>(p: &Packet, policy: &Policy, generation: u32, slot: u
     if let Some(e) = t.port(port_index(generation, l4, p.sport))
         && e.reply != 0
     {
-        match walk(e.reply, p, policy, slot, t) {
+        // Stateful: the flow table decides (an exact tuple match is stronger than the
+        // stateless checks). Stateless: ACK for TCP, and a local port the host uses for
+        // outbound connections.
+        let checks = |r: &RuleEntry| if stateful { Ok(()) } else { reply_checks(r, p, policy, p.dport) };
+        match walk(e.reply, slot, t, checks) {
+            Ok(counter) if stateful => return Verdict::Tracked(counter),
             Ok(counter) => return Verdict::Rule(counter),
             Err(r) => {
                 if why == DropReason::NoRule {
@@ -122,14 +136,21 @@ pub fn classify<T: Tables>(p: &Packet, policy: &Policy, generation: u32, slot: u
     Verdict::Drop(why)
 }
 
-/// Walk the candidate list at `head`; the first candidate that admits the packet wins.
+/// Walk the candidate list at `head`; the first candidate on this interface that passes
+/// `check` wins.
 #[inline(always)]
-fn walk<T: Tables>(head: u32, p: &Packet, policy: &Policy, slot: u32, t: &T) -> Result<u32, DropReason> {
+fn walk<T: Tables>(
+    head: u32,
+    slot: u32,
+    t: &T,
+    check: impl Fn(&RuleEntry) -> Result<(), DropReason>,
+) -> Result<u32, DropReason> {
     let mut why = DropReason::NoRule;
     let mut i = 0;
     while i < MAX_CHAIN {
         let Some(r) = t.rule(head + i) else { break };
-        match admits(&r, p, policy, slot) {
+        let verdict = if r.iface_mask & (1 << (slot & 31)) == 0 { Err(DropReason::Interface) } else { check(&r) };
+        match verdict {
             Ok(()) => return Ok(r.counter),
             Err(reason) => why = reason,
         }
@@ -141,23 +162,109 @@ fn walk<T: Tables>(head: u32, p: &Packet, policy: &Policy, slot: u32, t: &T) -> 
     Err(why)
 }
 
+/// Stateless reply checks: TCP must carry ACK; the local port must be in the ephemeral
+/// range (where the entry says so) or the entry's explicit local ports.
 #[inline(always)]
-fn admits(r: &RuleEntry, p: &Packet, policy: &Policy, slot: u32) -> Result<(), DropReason> {
-    if r.iface_mask & (1 << (slot & 31)) == 0 {
-        return Err(DropReason::Interface);
+fn reply_checks(r: &RuleEntry, p: &Packet, policy: &Policy, local: u16) -> Result<(), DropReason> {
+    if p.proto == IPPROTO_TCP && p.tcp_flags & TCP_ACK == 0 {
+        return Err(DropReason::ReplyCheck);
     }
-    if r.flags & ENTRY_REPLY != 0 {
-        if p.proto == IPPROTO_TCP && p.tcp_flags & TCP_ACK == 0 {
-            return Err(DropReason::ReplyCheck);
+    local_port_ok(r, policy, local)
+}
+
+#[inline(always)]
+fn local_port_ok(r: &RuleEntry, policy: &Policy, local: u16) -> Result<(), DropReason> {
+    let explicit = local >= r.local_lo && local <= r.local_hi && r.local_hi != 0;
+    let ephemeral = r.flags & ENTRY_EPHEMERAL != 0 && local >= policy.ephemeral_lo && local <= policy.ephemeral_hi;
+    if explicit || ephemeral { Ok(()) } else { Err(DropReason::ReplyCheck) }
+}
+
+/// What the egress program does with a packet the host sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Egress {
+    /// A reply from a port an inbound rule admits (the host answering a client).
+    InboundReply(u32),
+    /// An outbound flow the reply rule with this counter slot allows: track it.
+    Outbound(u32),
+    /// Passes without a rule (ARP, ICMP, neighbour discovery).
+    Pass(PassReason),
+    /// No row allows it (counted; dropped only with `egress = "enforce"`).
+    Unmatched(DropReason),
+}
+
+/// Classify a packet the host sends on interface `slot`.
+#[inline(always)]
+pub fn classify_egress<T: Tables>(parsed: &Parsed, policy: &Policy, generation: u32, slot: u32, t: &T) -> Egress {
+    let p = match parsed {
+        Parsed::Arp => return Egress::Pass(PassReason::Arp),
+        Parsed::Drop(r) => return Egress::Unmatched(*r),
+        Parsed::Ip(p) => p,
+    };
+    let l4 = match p.proto {
+        IPPROTO_TCP => L4::Tcp,
+        IPPROTO_UDP => L4::Udp,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            // The host's own ICMP (errors, echo, neighbour discovery) is not filtered.
+            let everything = Policy { flags: policy.flags | POLICY_ALLOW_ECHO, ..*policy };
+            return match classify_icmp(p, &everything) {
+                Verdict::Pass(r) => Egress::Pass(r),
+                _ => Egress::Pass(PassReason::IcmpEcho),
+            };
         }
-        let local = p.dport;
-        let explicit = local >= r.local_lo && local <= r.local_hi && r.local_hi != 0;
-        let ephemeral = r.flags & ENTRY_EPHEMERAL != 0 && local >= policy.ephemeral_lo && local <= policy.ephemeral_hi;
-        if !explicit && !ephemeral {
-            return Err(DropReason::ReplyCheck);
+        _ => return Egress::Unmatched(DropReason::IpProto),
+    };
+    if let Some(e) = t.port(port_index(generation, l4, p.sport))
+        && e.inbound != 0
+        && let Ok(counter) = walk(e.inbound, slot, t, |_| Ok(()))
+    {
+        return Egress::InboundReply(counter);
+    }
+    let mut why = DropReason::NoRule;
+    if let Some(e) = t.port(port_index(generation, l4, p.dport))
+        && e.reply != 0
+    {
+        match walk(e.reply, slot, t, |r| local_port_ok(r, policy, p.sport)) {
+            Ok(counter) => return Egress::Outbound(counter),
+            Err(r) => why = r,
         }
     }
-    Ok(())
+    Egress::Unmatched(why)
+}
+
+/// The flow key of an IP packet: `ingress` packets are replies (remote = source),
+/// egress packets leave the host (local = source).
+///
+/// # Safety
+/// `[start, end)` must be the readable frame `p` was parsed from.
+#[inline(always)]
+pub unsafe fn flow_key(start: usize, end: usize, p: &Packet, ingress: bool) -> Option<FlowKey> {
+    let off = p.src_addr_off() as usize;
+    let mut k = FlowKey { proto: p.proto, family: p.ip_version, ..FlowKey::default() };
+    let (src, dst): (&mut [u8; 16], &mut [u8; 16]) =
+        if ingress { (&mut k.remote, &mut k.local) } else { (&mut k.local, &mut k.remote) };
+    if p.ip_version == 4 {
+        if start + off + 8 > end {
+            return None;
+        }
+        // SAFETY: checked above: 8 bytes (source and destination) inside the frame.
+        let a = unsafe { &*((start + off) as *const [u8; 8]) };
+        src[..4].copy_from_slice(&a[..4]);
+        dst[..4].copy_from_slice(&a[4..]);
+    } else {
+        if start + off + 32 > end {
+            return None;
+        }
+        // SAFETY: checked above.
+        let a = unsafe { &*((start + off) as *const [u8; 32]) };
+        src.copy_from_slice(&a[..16]);
+        dst.copy_from_slice(&a[16..]);
+    }
+    if ingress {
+        (k.remote_port, k.local_port) = (p.sport, p.dport);
+    } else {
+        (k.local_port, k.remote_port) = (p.sport, p.dport);
+    }
+    Some(k)
 }
 
 /// ICMP and ICMPv6 by type: errors, neighbour discovery and echo replies pass; echo

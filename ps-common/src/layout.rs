@@ -13,6 +13,9 @@
 //! PS_RULES[head..]                  -> RuleEntry, a candidate list ended by ENTRY_LAST
 //! PS_RULE_CNT[slot * rules_cap + counter]   per-CPU Counter
 //! PS_STAT_CNT[slot * STAT_STRIDE + bucket]  per-CPU Counter (pass/drop/would-drop reasons)
+//! PS_ERULE_CNT / PS_ESTAT_CNT               the same two, for egress (TC)
+//! PS_FLOWS[FlowKey]                          LRU hash: outbound flows of matrix rows
+//! PS_FLOW_CNT[FLOW_CNT_*]                    per-CPU Counter: flows created / expired / ...
 //! ```
 
 use crate::reason::{DropReason, PassReason};
@@ -51,6 +54,33 @@ pub const MODE_DRY_RUN: u32 = 1;
 
 /// `Policy::flags`: let ICMP/ICMPv6 echo requests (ping) in.
 pub const POLICY_ALLOW_ECHO: u32 = 1 << 0;
+/// `Policy::flags`: stateful reply admission — a reply passes only if its flow is tracked.
+pub const POLICY_STATEFUL: u32 = 1 << 1;
+/// `Policy::flags`: drop egress packets no row allows (default: count them).
+pub const POLICY_EGRESS_ENFORCE: u32 = 1 << 2;
+
+/// Default size of the flow table.
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65536;
+
+/// `PS_FLOW_CNT` index: flows created by the egress program.
+pub const FLOW_CNT_CREATED: u32 = 0;
+/// `PS_FLOW_CNT` index: idle flows removed when a packet found them expired.
+pub const FLOW_CNT_EXPIRED: u32 = 1;
+/// `PS_FLOW_CNT` index: flow inserts that failed.
+pub const FLOW_CNT_INSERT_FAILED: u32 = 2;
+/// `PS_FLOW_CNT` index: flows seeded by the agent from the kernel's sockets at start.
+pub const FLOW_CNT_SEEDED: u32 = 3;
+/// Entries of `PS_FLOW_CNT`.
+pub const FLOW_CNT_ENTRIES: u32 = 4;
+
+/// `FlowState::state`: TCP, the host sent a SYN.
+pub const FLOW_TCP_SYN_SENT: u32 = 1;
+/// `FlowState::state`: TCP, established (SYN-ACK seen, or picked up mid-stream).
+pub const FLOW_TCP_ESTABLISHED: u32 = 2;
+/// `FlowState::state`: TCP, a FIN or RST was seen.
+pub const FLOW_TCP_CLOSING: u32 = 3;
+/// `FlowState::state`: UDP.
+pub const FLOW_UDP: u32 = 4;
 
 /// `RuleEntry::flags`: last candidate of its list.
 pub const ENTRY_LAST: u32 = 1 << 0;
@@ -113,6 +143,117 @@ pub struct Policy {
     pub ephemeral_hi: u16,
     /// Explicit padding.
     pub _pad: u32,
+    /// Idle timeout of a TCP flow whose SYN got no answer, seconds.
+    pub tcp_syn_timeout_s: u32,
+    /// Idle timeout of an established TCP flow, seconds.
+    pub tcp_established_timeout_s: u32,
+    /// Idle timeout of a TCP flow after FIN or RST, seconds.
+    pub tcp_closing_timeout_s: u32,
+    /// Idle timeout of a UDP flow, seconds.
+    pub udp_timeout_s: u32,
+}
+
+/// `PS_FLOWS` key: one flow, oriented from this host (local) to the remote end. The
+/// egress program builds it from (src, dst, sport, dport); the ingress program from the
+/// reversed reply tuple, so both find the same entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// Remote address (IPv4: first 4 bytes, rest zero).
+    pub remote: [u8; 16],
+    /// Local address.
+    pub local: [u8; 16],
+    /// Remote (service) port.
+    pub remote_port: u16,
+    /// Local port.
+    pub local_port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 2],
+}
+
+/// `PS_FLOWS` value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowState {
+    /// `FLOW_*`.
+    pub state: u32,
+    /// Counter slot of the rule that allowed the flow.
+    pub counter: u32,
+    /// Created, `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
+    pub created_ns: u64,
+    /// Last packet either way.
+    pub last_ns: u64,
+    /// Packets from the host.
+    pub packets_out: u32,
+    /// Replies admitted.
+    pub packets_in: u32,
+}
+
+/// Idle timeout of a flow in its state, nanoseconds.
+#[inline(always)]
+pub fn flow_timeout_ns(policy: &Policy, state: u32) -> u64 {
+    // Indexed by state - 1, masked: LLVM turns a `match` here into an indexed load from
+    // the policy struct whose bound the verifier cannot see; the mask is a bound it can.
+    let by_state = [
+        policy.tcp_syn_timeout_s,
+        policy.tcp_established_timeout_s,
+        policy.tcp_closing_timeout_s,
+        policy.udp_timeout_s,
+    ];
+    by_state[(state.wrapping_sub(1) & 3) as usize] as u64 * 1_000_000_000
+}
+
+/// Whether `f` has been idle longer than its state allows at `now_ns`.
+#[inline(always)]
+pub fn flow_expired(policy: &Policy, f: &FlowState, now_ns: u64) -> bool {
+    now_ns.saturating_sub(f.last_ns) > flow_timeout_ns(policy, f.state)
+}
+
+/// A new flow for an egress packet the rule `counter` allows. TCP: a SYN opens it; any
+/// other segment but a RST picks up a connection already under way (one that existed
+/// before the agent started); a RST creates nothing.
+#[inline(always)]
+pub fn flow_new(proto: u8, tcp_flags: u8, counter: u32, now_ns: u64) -> Option<FlowState> {
+    let state = if proto == crate::parse::IPPROTO_TCP {
+        if tcp_flags & TCP_RST != 0 {
+            return None;
+        } else if tcp_flags & TCP_FIN != 0 {
+            FLOW_TCP_CLOSING
+        } else if tcp_flags & TCP_SYN != 0 && tcp_flags & TCP_ACK == 0 {
+            FLOW_TCP_SYN_SENT
+        } else {
+            FLOW_TCP_ESTABLISHED
+        }
+    } else {
+        FLOW_UDP
+    };
+    Some(FlowState { state, counter, created_ns: now_ns, last_ns: now_ns, packets_out: 1, packets_in: 0 })
+}
+
+/// Follow a tracked flow through one packet (either direction).
+#[inline(always)]
+pub fn flow_update(f: &mut FlowState, proto: u8, tcp_flags: u8, ingress: bool, now_ns: u64) {
+    f.last_ns = now_ns;
+    if ingress {
+        f.packets_in = f.packets_in.wrapping_add(1);
+    } else {
+        f.packets_out = f.packets_out.wrapping_add(1);
+    }
+    if proto != crate::parse::IPPROTO_TCP {
+        return;
+    }
+    if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        f.state = FLOW_TCP_CLOSING;
+    } else if f.state == FLOW_TCP_SYN_SENT && ingress && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+        f.state = FLOW_TCP_ESTABLISHED;
+    } else if f.state == FLOW_TCP_CLOSING && tcp_flags & TCP_SYN != 0 && !ingress {
+        // A new connection on a reused tuple.
+        f.state = FLOW_TCP_SYN_SENT;
+    }
 }
 
 /// `PS_IFACES[ifindex]`.
@@ -238,6 +379,10 @@ mod pod {
     unsafe impl aya::Pod for Counter {}
     // SAFETY: as above.
     unsafe impl aya::Pod for TokenBucket {}
+    // SAFETY: as above (the padding is an explicit field).
+    unsafe impl aya::Pod for FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FlowState {}
 }
 
 #[cfg(test)]
@@ -248,7 +393,9 @@ mod tests {
     #[test]
     fn no_hidden_padding() {
         assert_eq!(size_of::<State>(), 8);
-        assert_eq!(size_of::<Policy>(), 4 + 4 + 2 + 2 + 4);
+        assert_eq!(size_of::<Policy>(), 4 + 4 + 2 + 2 + 4 + 4 * 4);
+        assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 1 + 2);
+        assert_eq!(size_of::<FlowState>(), 4 + 4 + 8 + 8 + 4 + 4);
         assert_eq!(size_of::<IfaceInfo>(), 8);
         assert_eq!(size_of::<PortEntry>(), 8);
         assert_eq!(size_of::<RuleEntry>(), 4 + 4 + 4 + 2 + 2);
@@ -265,6 +412,34 @@ mod tests {
         assert!(STAT_DROP_BASE as usize >= PassReason::COUNT);
         assert!((STAT_WOULD_DROP_BASE - STAT_DROP_BASE) as usize >= DropReason::COUNT);
         assert!(STAT_WOULD_DROP_BASE as usize + DropReason::COUNT <= STAT_LOG_SUPPRESSED as usize);
+    }
+
+    #[test]
+    fn tcp_flow_lifecycle() {
+        let p = Policy {
+            tcp_syn_timeout_s: 30,
+            tcp_established_timeout_s: 3600,
+            tcp_closing_timeout_s: 10,
+            udp_timeout_s: 120,
+            ..Policy::default()
+        };
+        let s = 1_000_000_000u64;
+        let mut f = flow_new(6, TCP_SYN, 7, 0).unwrap();
+        assert_eq!((f.state, f.counter), (FLOW_TCP_SYN_SENT, 7));
+        assert!(!flow_expired(&p, &f, 30 * s) && flow_expired(&p, &f, 31 * s));
+        flow_update(&mut f, 6, TCP_SYN | TCP_ACK, true, 5 * s);
+        assert_eq!(f.state, FLOW_TCP_ESTABLISHED);
+        assert!(!flow_expired(&p, &f, 3000 * s));
+        flow_update(&mut f, 6, TCP_ACK, false, 6 * s);
+        assert_eq!((f.state, f.packets_out, f.packets_in), (FLOW_TCP_ESTABLISHED, 2, 1));
+        flow_update(&mut f, 6, TCP_FIN | TCP_ACK, true, 7 * s);
+        assert_eq!(f.state, FLOW_TCP_CLOSING);
+        assert!(flow_expired(&p, &f, 18 * s));
+        assert!(flow_new(6, TCP_RST, 0, 0).is_none());
+        assert_eq!(flow_new(6, TCP_ACK, 0, 0).unwrap().state, FLOW_TCP_ESTABLISHED, "picked up mid-stream");
+        let u = flow_new(17, 0, 1, 0).unwrap();
+        assert_eq!(u.state, FLOW_UDP);
+        assert!(flow_expired(&p, &u, 121 * s));
     }
 
     #[test]

@@ -20,9 +20,33 @@ pub const MAP_STAT_CNT: &str = "PS_STAT_CNT";
 /// `PerCpuArray<TokenBucket>`, one entry: the dry-run log rate limiter.
 pub const MAP_LOG_RL: &str = "PS_LOG_RL";
 
+/// Egress twin of [`MAP_RULE_CNT`].
+pub const MAP_ERULE_CNT: &str = "PS_ERULE_CNT";
+/// Egress twin of [`MAP_STAT_CNT`].
+pub const MAP_ESTAT_CNT: &str = "PS_ESTAT_CNT";
+/// `LruHashMap<FlowKey, FlowState>`: outbound flows of matrix rows.
+pub const MAP_FLOWS: &str = "PS_FLOWS";
+/// `PerCpuArray<Counter>` indexed by `FLOW_CNT_*`.
+pub const MAP_FLOW_CNT: &str = "PS_FLOW_CNT";
+
+/// The TC egress program.
+pub const PROG_TC_EGRESS: &str = "ps_tc_egress";
+
 /// All maps the agent pins, in a fixed order.
-pub const PINNED_MAPS: [&str; 8] =
-    [MAP_STATE, MAP_POLICY, MAP_IFACES, MAP_PORTS, MAP_RULES, MAP_RULE_CNT, MAP_STAT_CNT, MAP_LOG_RL];
+pub const PINNED_MAPS: [&str; 12] = [
+    MAP_STATE,
+    MAP_POLICY,
+    MAP_IFACES,
+    MAP_PORTS,
+    MAP_RULES,
+    MAP_RULE_CNT,
+    MAP_STAT_CNT,
+    MAP_LOG_RL,
+    MAP_ERULE_CNT,
+    MAP_ESTAT_CNT,
+    MAP_FLOWS,
+    MAP_FLOW_CNT,
+];
 
 /// Where `ps-agent run` pins its maps.
 pub const PIN_DIR: &str = "/sys/fs/bpf/ps-agent";

@@ -3,7 +3,7 @@
 use alloc::{vec, vec::Vec};
 
 use crate::{
-    classify::{Tables, Verdict, decide_slice},
+    classify::{Egress, Tables, Verdict, classify_egress, decide_slice, flow_key},
     frames::*,
     layout::*,
     parse::{ETH_P_8021Q, Packet, Parsed, parse_slice},
@@ -158,7 +158,7 @@ impl Tables for Mini {
     }
     fn policy(&self, generation: u32) -> Option<Policy> {
         assert_eq!(generation, 1);
-        Some(Policy { flags: self.flags, rules_cap: 8, ephemeral_lo: 32768, ephemeral_hi: 60999, _pad: 0 })
+        Some(Policy { flags: self.flags, rules_cap: 8, ephemeral_lo: 32768, ephemeral_hi: 60999, ..Policy::default() })
     }
     fn iface(&self, ifindex: u32) -> Option<IfaceInfo> {
         Some(IfaceInfo { slot: if ifindex <= 2 { ifindex } else { 0 }, flags: 0 })
@@ -268,4 +268,62 @@ fn dry_run_passes_what_it_would_drop() {
     assert_eq!(enforce.verdict, dry.verdict);
     assert!(!enforce.passes());
     assert!(dry.passes());
+}
+
+#[test]
+fn stateful_replies_need_a_tracked_flow() {
+    use Verdict::*;
+    let t = Mini { mode: MODE_ENFORCE, flags: POLICY_STATEFUL };
+    let v = |f: &[u8], i| decide_slice(f, i, &t).unwrap().verdict;
+    for net in [v4(), v6()] {
+        assert_eq!(v(&frame(&[], &net, &tcp(5062, 40000, TCP_SYN | TCP_ACK), 0), 1), Tracked(2));
+        // The flow table decides, not the stateless checks.
+        assert_eq!(v(&frame(&[], &net, &tcp(5062, 22, TCP_ACK), 0), 1), Tracked(2));
+        assert_eq!(v(&frame(&[], &net, &udp(53, 40000), 0), 2), Tracked(3));
+        // Inbound rules are unchanged.
+        assert_eq!(v(&frame(&[], &net, &tcp(40000, 443, TCP_SYN), 0), 1), Rule(0));
+        assert_eq!(v(&frame(&[], &net, &tcp(6000, 40000, TCP_ACK), 0), 1), Drop(DropReason::NoRule));
+    }
+}
+
+fn egress(f: &[u8], slot: u32) -> Egress {
+    let t = Mini { mode: MODE_ENFORCE, flags: POLICY_STATEFUL };
+    let policy = t.policy(1).unwrap();
+    classify_egress(&parse_slice(f), &policy, 1, slot, &t)
+}
+
+#[test]
+fn egress_classification() {
+    for net in [v4(), v6()] {
+        assert_eq!(egress(&frame(&[], &net, &tcp(443, 50000, TCP_SYN | TCP_ACK), 0), 1), Egress::InboundReply(0));
+        assert_eq!(egress(&frame(&[], &net, &tcp(50000, 5062, TCP_SYN), 0), 1), Egress::Outbound(2));
+        assert_eq!(egress(&frame(&[], &net, &tcp(22, 5062, TCP_SYN), 0), 1), Egress::Unmatched(DropReason::ReplyCheck));
+        assert_eq!(egress(&frame(&[], &net, &tcp(50000, 9999, TCP_SYN), 0), 1), Egress::Unmatched(DropReason::NoRule));
+        assert_eq!(egress(&frame(&[], &net, &udp(50000, 53), 0), 2), Egress::Outbound(3));
+        assert_eq!(egress(&frame(&[], &net, &udp(123, 123), 0), 2), Egress::Outbound(4));
+        // 7000 replies from the host go out only where the inbound rule applies (slot 1).
+        assert_eq!(egress(&frame(&[], &net, &tcp(7000, 50000, TCP_ACK), 0), 1), Egress::InboundReply(1));
+        assert_eq!(egress(&frame(&[], &net, &tcp(7000, 50000, TCP_ACK), 0), 2), Egress::Unmatched(DropReason::NoRule));
+        assert!(matches!(egress(&frame(&[], &net, &Transport::Icmp { ty: 128, code: 0 }, 8), 1), Egress::Pass(_)));
+    }
+    assert_eq!(egress(&frame(&[], &Net::Arp, &tcp(0, 0, 0), 0), 1), Egress::Pass(PassReason::Arp));
+}
+
+#[test]
+fn flow_keys_match_across_directions() {
+    for (out_net, in_net) in [
+        (v4(), Net::V4 { src: V4_DST, dst: V4_SRC, options: vec![], frag: 0 }),
+        (v6(), Net::V6 { src: V6_DST, dst: V6_SRC, ext: vec![], frag_offset: 0 }),
+    ] {
+        let out = frame(&DOT1Q, &out_net, &tcp(50000, 5062, TCP_SYN), 0);
+        let back = frame(&[], &in_net, &tcp(5062, 50000, TCP_SYN | TCP_ACK), 0);
+        let (po, pi) = (ip(parse_slice(&out)), ip(parse_slice(&back)));
+        // SAFETY: both frames are live slices.
+        let ko = unsafe { flow_key(out.as_ptr() as usize, out.as_ptr() as usize + out.len(), &po, false) }.unwrap();
+        let ki = unsafe { flow_key(back.as_ptr() as usize, back.as_ptr() as usize + back.len(), &pi, true) }.unwrap();
+        assert_eq!(ko, ki);
+        assert_eq!((ko.local_port, ko.remote_port, ko.proto), (50000, 5062, 6));
+        let local: &[u8] = if ko.family == 4 { &V4_SRC } else { &V6_SRC };
+        assert_eq!(&ko.local[..local.len()], local);
+    }
 }

@@ -7,12 +7,12 @@
 
 use ps_agent::{
     compile::{HostFacts, RuleKind, RuleSet, compile},
-    config::{Config, Mode},
-    load::{Counters, Loaded},
+    config::{Config, Mode, ReplyTracking},
+    load::{Counters, LoadOptions, Loaded},
     model::Model,
 };
 use ps_common::{
-    classify::Verdict,
+    classify::{FlowKey, Verdict},
     frames::*,
     layout::*,
     parse::ETH_P_8021Q,
@@ -270,8 +270,11 @@ fn check_all(mode: Mode, tag: &'static str) {
         let lo = ps_agent::load::ifindex("lo").unwrap();
         let ifaces = vec![("eth0".to_string(), eth0), ("eth1".to_string(), eth1)];
         let host = HostFacts { ephemeral: (32768, 60999), interfaces: vec!["eth0".into(), "eth1".into()] };
-        let set = compile(&Config::shipped(), &host).unwrap();
-        let loaded = Loaded::load(&set, &ifaces, mode, &std::env::temp_dir()).unwrap_or_else(|e| panic!("load: {e}"));
+        // Stateless replies here; stateful admission has its own test below.
+        let mut cfg = Config::shipped();
+        cfg.site.reply_tracking = ReplyTracking::Stateless;
+        let set = compile(&cfg, &host).unwrap();
+        let loaded = Loaded::load(&set, &ifaces, &LoadOptions::new(mode)).unwrap_or_else(|e| panic!("load: {e}"));
         let model = Model::new(&set, mode);
         let dry = mode == Mode::DryRun;
         let mut failures = Vec::new();
@@ -339,12 +342,64 @@ fn generations_switch_atomically() {
         let mut cfg = Config::shipped();
         cfg.site.enable.push("ps-07".into());
         let with_5063 = compile(&cfg, &host).unwrap();
-        let mut loaded = Loaded::load(&shipped, &ifaces, Mode::Enforce, &std::env::temp_dir()).unwrap();
+        let mut loaded = Loaded::load(&shipped, &ifaces, &LoadOptions::new(Mode::Enforce)).unwrap();
         let f = frame(&[], &v4(), &tcp(50000, 5063, TCP_SYN), 0);
         assert_eq!(loaded.test_run(&f, eth0, 1).unwrap().0, XDP_DROP);
         loaded.write_policy(&with_5063, 1, Mode::Enforce).unwrap();
         assert_eq!(loaded.test_run(&f, eth0, 1).unwrap().0, XDP_PASS, "generation 1 enables ps-07");
         loaded.write_policy(&shipped, 0, Mode::Enforce).unwrap();
         assert_eq!(loaded.test_run(&f, eth0, 1).unwrap().0, XDP_DROP, "back on generation 0");
+    });
+}
+
+#[test]
+fn stateful_replies_need_a_tracked_flow() {
+    let lab = Lab::new("ps");
+    in_netns(&lab.ps, || {
+        let eth0 = ps_agent::load::ifindex("eth0").unwrap();
+        let ifaces = vec![("eth0".to_string(), eth0)];
+        let host = HostFacts { ephemeral: (32768, 60999), interfaces: vec!["eth0".into()] };
+        let set = compile(&Config::shipped(), &host).unwrap();
+        assert!(set.policy.flags & POLICY_STATEFUL != 0, "stateful is the default");
+        let mut loaded = Loaded::load(&set, &ifaces, &LoadOptions::new(Mode::Enforce)).unwrap();
+        let ps04 = set.rules.iter().find(|r| r.id == "ps-04").unwrap().counter;
+        let reply = frame(&[], &v4(), &tcp(5062, 45000, TCP_SYN | TCP_ACK), 0);
+        let untracked = (false, 1usize, (STAT_DROP_BASE + DropReason::Untracked as u32) as usize, 1u64, reply.len() as u64);
+
+        // No flow: the forged (or stray) reply is dropped as untracked.
+        let before = loaded.counters().unwrap();
+        assert_eq!(loaded.test_run(&reply, eth0, 1).unwrap().0, XDP_DROP);
+        assert_eq!(deltas(&before, &loaded.counters().unwrap()), vec![untracked]);
+
+        // The host opened 198.18.0.1:45000 -> 198.18.0.2:5062: its reply passes, counted on ps-04.
+        let key = FlowKey {
+            remote: [198, 18, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            local: [198, 18, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            remote_port: 5062,
+            local_port: 45000,
+            proto: 6,
+            family: 4,
+            _pad: [0; 2],
+        };
+        let now = ps_agent::load::monotonic_ns();
+        let flow = FlowState { state: FLOW_TCP_SYN_SENT, counter: ps04, created_ns: now, last_ns: now, packets_out: 1, packets_in: 0 };
+        loaded.flows().unwrap().insert(key, flow, 0).unwrap();
+        let before = loaded.counters().unwrap();
+        assert_eq!(loaded.test_run(&reply, eth0, 1).unwrap().0, XDP_PASS);
+        assert_eq!(deltas(&before, &loaded.counters().unwrap()), vec![(true, 1, ps04 as usize, 1, reply.len() as u64)]);
+        let f = loaded.flows().unwrap().get(&key, 0).unwrap();
+        assert_eq!((f.state, f.packets_in), (FLOW_TCP_ESTABLISHED, 1), "the SYN-ACK established it");
+
+        // Another source port, or another peer, is not the tracked flow.
+        let other = frame(&[], &v4(), &tcp(5062, 45001, TCP_ACK), 0);
+        assert_eq!(loaded.test_run(&other, eth0, 1).unwrap().0, XDP_DROP);
+
+        // An idle flow expires: the next reply is dropped and the entry removed.
+        // A SYN unanswered for 60 s (the SYN timeout is 30 s).
+        let stale = FlowState { state: FLOW_TCP_SYN_SENT, last_ns: now.saturating_sub(60_000_000_000), ..flow };
+        loaded.flows().unwrap().insert(key, stale, 0).unwrap();
+        assert_eq!(loaded.test_run(&reply, eth0, 1).unwrap().0, XDP_DROP);
+        assert!(loaded.flows().unwrap().get(&key, 0).is_err(), "expired entry removed");
+        assert_eq!(loaded.counters().unwrap().flows[FLOW_CNT_EXPIRED as usize], 1);
     });
 }

@@ -1,0 +1,82 @@
+//! Every map of the programs (names: `ps_common::names`; layout: `ps_common::layout`).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LruHashMap, PerCpuArray},
+};
+use ps_common::{
+    DEFAULT_RULES_CAP, GENERATIONS, MAX_IFACES, MAX_IFINDEX, PORTS_ENTRIES, STAT_STRIDE,
+    classify::Tables,
+    layout::{
+        Counter, DEFAULT_FLOW_TABLE_SIZE, FLOW_CNT_ENTRIES, FlowKey, FlowState, IfaceInfo, Policy, PortEntry,
+        RuleEntry, State, TokenBucket,
+    },
+};
+
+#[map]
+pub static PS_STATE: Array<State> = Array::with_max_entries(1, 0);
+#[map]
+pub static PS_POLICY: Array<Policy> = Array::with_max_entries(GENERATIONS, 0);
+#[map]
+pub static PS_IFACES: Array<IfaceInfo> = Array::with_max_entries(MAX_IFINDEX, 0);
+#[map]
+pub static PS_PORTS: Array<PortEntry> = Array::with_max_entries(PORTS_ENTRIES, 0);
+/// Resized by the agent at load time (`GENERATIONS * rules_cap`).
+#[map]
+pub static PS_RULES: Array<RuleEntry> = Array::with_max_entries(GENERATIONS * DEFAULT_RULES_CAP, 0);
+/// Resized by the agent at load time (`MAX_IFACES * rules_cap`).
+#[map]
+pub static PS_RULE_CNT: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_IFACES * DEFAULT_RULES_CAP, 0);
+#[map]
+pub static PS_STAT_CNT: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_IFACES * STAT_STRIDE, 0);
+/// Egress twin of `PS_RULE_CNT`.
+#[map]
+pub static PS_ERULE_CNT: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_IFACES * DEFAULT_RULES_CAP, 0);
+/// Egress twin of `PS_STAT_CNT`.
+#[map]
+pub static PS_ESTAT_CNT: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_IFACES * STAT_STRIDE, 0);
+#[map]
+pub static PS_LOG_RL: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
+/// Resized by the agent at load time (`flow_table_size`).
+#[map]
+pub static PS_FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
+#[map]
+pub static PS_FLOW_CNT: PerCpuArray<Counter> = PerCpuArray::with_max_entries(FLOW_CNT_ENTRIES, 0);
+
+/// The policy maps, as `ps_common::Tables`.
+pub struct Maps;
+
+impl Tables for Maps {
+    #[inline(always)]
+    fn state(&self) -> Option<State> {
+        PS_STATE.get(0).copied()
+    }
+    #[inline(always)]
+    fn policy(&self, generation: u32) -> Option<Policy> {
+        PS_POLICY.get(generation).copied()
+    }
+    #[inline(always)]
+    fn iface(&self, ifindex: u32) -> Option<IfaceInfo> {
+        PS_IFACES.get(ifindex).copied()
+    }
+    #[inline(always)]
+    fn port(&self, index: u32) -> Option<PortEntry> {
+        PS_PORTS.get(index).copied()
+    }
+    #[inline(always)]
+    fn rule(&self, index: u32) -> Option<RuleEntry> {
+        PS_RULES.get(index).copied()
+    }
+}
+
+/// Add one packet of `bytes` to `map[index]`.
+#[inline(always)]
+pub fn count(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
+    if let Some(c) = map.get_ptr_mut(index) {
+        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
