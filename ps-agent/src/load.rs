@@ -339,6 +339,14 @@ impl Loaded {
         Ok(me)
     }
 
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, LoadError> {
+        self.ebpf.map(name).ok_or_else(|| missing_map(name))
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, LoadError> {
+        self.ebpf.map_mut(name).ok_or_else(|| missing_map(name))
+    }
+
     fn tc_mut(&mut self) -> Result<&mut SchedClassifier, LoadError> {
         let p = self.ebpf.program_mut(names::PROG_TC_EGRESS).ok_or(LoadError::Program {
             action: "find",
@@ -395,41 +403,29 @@ impl Loaded {
             }
         }
         let mut map: HashMap<&mut MapData, FlowKey, FlowState> = {
-            let m = self.ebpf.map_mut(names::MAP_FLOWS).ok_or(LoadError::Map {
-                action: "find",
-                map: names::MAP_FLOWS,
-                source: Box::new(aya::maps::MapError::InvalidName { name: names::MAP_FLOWS.into() }),
-            })?;
+            let m = self.map_mut(names::MAP_FLOWS)?;
             HashMap::try_from(m).map_err(map_err("open", names::MAP_FLOWS))?
         };
-        let mut n = 0;
-        for (key, state) in seed_entries(set, &sockets) {
-            let v = FlowState { state, counter: 0, created_ns: now, last_ns: now, packets_out: 0, packets_in: 0 };
-            let v = FlowState { counter: key.1, ..v };
-            map.insert(key.0, v, 0).map_err(map_err("write", names::MAP_FLOWS))?;
-            n += 1;
+        let entries = seed_entries(set, &sockets);
+        for &((key, counter), state) in &entries {
+            let v = FlowState { state, counter, created_ns: now, last_ns: now, packets_out: 0, packets_in: 0 };
+            map.insert(key, v, 0).map_err(map_err("write", names::MAP_FLOWS))?;
         }
-        drop(map);
+        let n = entries.len();
         if n > 0 {
-            let mut c: PerCpuArray<&mut MapData, Counter> = {
-                let m = self.ebpf.map_mut(names::MAP_FLOW_CNT).ok_or(LoadError::Map {
-                    action: "find",
-                    map: names::MAP_FLOW_CNT,
-                    source: Box::new(aya::maps::MapError::InvalidName { name: names::MAP_FLOW_CNT.into() }),
-                })?;
-                PerCpuArray::try_from(m).map_err(map_err("open", names::MAP_FLOW_CNT))?
-            };
-            let mut v = c.get(&FLOW_CNT_SEEDED, 0).map_err(map_err("read", names::MAP_FLOW_CNT))?;
-            if let Some(first) = v.iter().next().copied() {
-                let mut vals: Vec<Counter> = v.iter().copied().collect();
-                vals[0] = Counter { packets: first.packets + n as u64, ..first };
-                v = PerCpuValues::try_from(vals).map_err(|e| LoadError::Io {
-                    action: "build per-CPU values for",
-                    path: names::MAP_FLOW_CNT.into(),
-                    source: e,
-                })?;
-            }
-            c.set(FLOW_CNT_SEEDED, v, 0).map_err(map_err("write", names::MAP_FLOW_CNT))?;
+            // Count them in CPU 0's slot of FLOW_CNT_SEEDED.
+            let m = self.map_mut(names::MAP_FLOW_CNT)?;
+            let mut c: PerCpuArray<&mut MapData, Counter> =
+                PerCpuArray::try_from(m).map_err(map_err("open", names::MAP_FLOW_CNT))?;
+            let mut vals: Vec<Counter> =
+                c.get(&FLOW_CNT_SEEDED, 0).map_err(map_err("read", names::MAP_FLOW_CNT))?.iter().copied().collect();
+            vals[0].packets += n as u64;
+            let vals = PerCpuValues::try_from(vals).map_err(|source| LoadError::Io {
+                action: "build per-CPU values for",
+                path: names::MAP_FLOW_CNT.into(),
+                source,
+            })?;
+            c.set(FLOW_CNT_SEEDED, vals, 0).map_err(map_err("write", names::MAP_FLOW_CNT))?;
         }
         Ok(n)
     }
@@ -508,11 +504,7 @@ impl Loaded {
     }
 
     fn array<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>, LoadError> {
-        let map = self.ebpf.map_mut(name).ok_or(LoadError::Map {
-            action: "find",
-            map: name,
-            source: Box::new(aya::maps::MapError::InvalidName { name: name.into() }),
-        })?;
+        let map = self.map_mut(name)?;
         Array::try_from(map).map_err(map_err("open", name))
     }
 
@@ -586,11 +578,7 @@ impl Loaded {
         for name in names::PINNED_MAPS {
             let path = dir.join(name);
             let _ = fs::remove_file(&path);
-            let map = self.ebpf.map(name).ok_or(LoadError::Map {
-                action: "find",
-                map: name,
-                source: Box::new(aya::maps::MapError::InvalidName { name: name.into() }),
-            })?;
+            let map = self.map(name)?;
             map.pin(&path).map_err(|source| LoadError::Pin { map: name, path, source: Box::new(source) })?;
         }
         Ok(())
@@ -625,27 +613,21 @@ impl Loaded {
 
     /// Counters, summed over CPUs (see [`Counters`]).
     pub fn counters(&self) -> Result<Counters, LoadError> {
-        Counters::read(
-            |name| {
-                let m = self.ebpf.map(name).ok_or(LoadError::Map {
-                    action: "find",
-                    map: name,
-                    source: Box::new(aya::maps::MapError::InvalidName { name: name.into() }),
-                })?;
-                PerCpuArray::try_from(m).map_err(map_err("open", name))
-            },
-            self.rules_cap,
-        )
+        Counters::read(|name| PerCpuArray::try_from(self.map(name)?).map_err(map_err("open", name)), self.rules_cap)
     }
 
     /// The flow table (for tests: insert and inspect flows).
     pub fn flows(&mut self) -> Result<HashMap<&mut MapData, FlowKey, FlowState>, LoadError> {
-        let m = self.ebpf.map_mut(names::MAP_FLOWS).ok_or(LoadError::Map {
-            action: "find",
-            map: names::MAP_FLOWS,
-            source: Box::new(aya::maps::MapError::InvalidName { name: names::MAP_FLOWS.into() }),
-        })?;
+        let m = self.map_mut(names::MAP_FLOWS)?;
         HashMap::try_from(m).map_err(map_err("open", names::MAP_FLOWS))
+    }
+}
+
+fn missing_map(name: &'static str) -> LoadError {
+    LoadError::Map {
+        action: "find",
+        map: name,
+        source: Box::new(aya::maps::MapError::InvalidName { name: name.into() }),
     }
 }
 
@@ -921,4 +903,62 @@ pub fn write_pinned_mode(dir: &Path, mode: Mode) -> Result<(), LoadError> {
     let mut a: Array<MapData, State> = Array::try_from(map).map_err(map_err("open pinned", names::MAP_STATE))?;
     let s = a.get(&0, 0).map_err(map_err("read", names::MAP_STATE))?;
     a.set(0, State { mode: mode_word(mode), ..s }, 0).map_err(map_err("write", names::MAP_STATE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        compile::{HostFacts, compile},
+        config::Config,
+    };
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100C6C6:AFC8 0200C6C6:13C6 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
+   1: 0100C6C6:AFC9 0200C6C6:1770 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 100 0 0 10 0
+   2: 00000000:01BB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 100 0 0 10 0
+   3: 0100C6C6:01BB 0200C6C6:AFCA 01 00000000:00000000 00:00000000 00000000     0        0 4 1 0000000000000000 100 0 0 10 0
+";
+    const TCP6: &str = "  sl  local_address                         remote_address                        st
+   0: 000000FD000000000000000001000000:AFCB 000000FD000000000000000002000000:0050 02 0
+   1: 0000000000000000FFFF00000100C6C6:AFCC 0000000000000000FFFF00000200C6C6:01BB 01 0
+";
+
+    #[test]
+    fn proc_net_parses_v4_v6_and_mapped() {
+        let v4 = parse_proc_net(TCP, 6, false);
+        assert_eq!(v4.len(), 4);
+        assert_eq!((v4[0].local_port, v4[0].remote_port, v4[0].state), (45000, 5062, 1));
+        assert_eq!(&v4[0].local[..4], &[198, 198, 0, 1]);
+        assert_eq!(&v4[0].remote[..4], &[198, 198, 0, 2]);
+        let v6 = parse_proc_net(TCP6, 6, true);
+        assert_eq!(v6[0].family, 6);
+        assert_eq!(v6[0].local[0], 0xfd);
+        assert_eq!(v6[0].local[15], 1);
+        assert_eq!((v6[0].remote_port, v6[0].state), (80, 2));
+        assert_eq!(v6[1].family, 4, "IPv4-mapped sockets carry IPv4 on the wire");
+        assert_eq!(&v6[1].remote[..4], &[198, 198, 0, 2]);
+    }
+
+    #[test]
+    fn seeding_keeps_only_outbound_matrix_flows() {
+        let set = compile(&Config::shipped(), &HostFacts::typical()).unwrap();
+        let mut sockets = parse_proc_net(TCP, 6, false);
+        sockets.extend(parse_proc_net(TCP6, 6, true));
+        let seeded = seed_entries(&set, &sockets);
+        let ports: Vec<(u16, u16, u32)> =
+            seeded.iter().map(|((k, _), st)| (k.local_port, k.remote_port, *st)).collect();
+        // To SM 5062 (ps-04), to Domino 80 (ps-15, SYN sent), to 443 (ps-03+16+25).
+        // Not: to 6000 (no row), the 443 listener, the accepted connection on 443.
+        assert_eq!(
+            ports,
+            vec![
+                (45000, 5062, FLOW_TCP_ESTABLISHED),
+                (45003, 80, FLOW_TCP_SYN_SENT),
+                (45004, 443, FLOW_TCP_ESTABLISHED)
+            ]
+        );
+        let ps04 = set.rules.iter().find(|r| r.id == "ps-04").unwrap().counter;
+        assert_eq!(seeded[0].0.1, ps04);
+    }
 }

@@ -84,7 +84,7 @@ fn track(ctx: &TcContext, p: &ps_common::Packet, counter: u32) {
     let Some(key) = (unsafe { flow_key(ctx.data(), ctx.data_end(), p, false) }) else { return };
     // SAFETY: ktime has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(f) = PS_FLOWS.get_ptr_mut(&key) {
+    if let Some(f) = PS_FLOWS.get_ptr_mut(key) {
         // SAFETY: the value lives as long as the entry.
         let f = unsafe { &mut *f };
         f.counter = counter;
@@ -92,7 +92,7 @@ fn track(ctx: &TcContext, p: &ps_common::Packet, counter: u32) {
         return;
     }
     if let Some(f) = flow_new(p.proto, p.tcp_flags, counter, now) {
-        if PS_FLOWS.insert(&key, &f, 0).is_ok() {
+        if PS_FLOWS.insert(key, f, 0).is_ok() {
             count(&PS_FLOW_CNT, FLOW_CNT_CREATED, 0);
         } else {
             count(&PS_FLOW_CNT, FLOW_CNT_INSERT_FAILED, 0);

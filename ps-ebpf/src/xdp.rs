@@ -58,7 +58,7 @@ fn track_reply(start: usize, end: usize, d: &Decision, counter: u32) -> Verdict 
     let Some(key) = (unsafe { flow_key(start, end, &d.packet, true) }) else {
         return Verdict::Drop(DropReason::Truncated);
     };
-    let Some(f) = PS_FLOWS.get_ptr_mut(&key) else {
+    let Some(f) = PS_FLOWS.get_ptr_mut(key) else {
         return Verdict::Drop(DropReason::Untracked);
     };
     // SAFETY: ktime has no preconditions.
@@ -67,7 +67,7 @@ fn track_reply(start: usize, end: usize, d: &Decision, counter: u32) -> Verdict 
     // (timestamps and counters of display value).
     let f = unsafe { &mut *f };
     if flow_expired(&d.policy, f, now) {
-        let _ = PS_FLOWS.remove(&key);
+        let _ = PS_FLOWS.remove(key);
         count(&PS_FLOW_CNT, FLOW_CNT_EXPIRED, 0);
         return Verdict::Drop(DropReason::Untracked);
     }

@@ -388,3 +388,84 @@ pub fn xdp_attached(ns: &str, dev: &str) -> bool {
     let out = Command::new("ip").args(["-n", ns, "-d", "link", "show", "dev", dev]).output().expect("ip link");
     String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
 }
+
+fn csum(data: &[u8], mut sum: u32) -> u16 {
+    for c in data.chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Send one hand-made IPv4 TCP segment from namespace `ns` (a raw socket; the kernel adds
+/// the IP header): for forged replies that no socket of the sender would produce.
+pub fn send_raw_tcp(ns: &str, src: &str, sport: u16, dst: &str, dport: u16, flags: u8) {
+    let (src, dst): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (src.parse().unwrap(), dst.parse().unwrap());
+    in_netns(ns, move || {
+        let mut seg = [0u8; 20];
+        seg[0..2].copy_from_slice(&sport.to_be_bytes());
+        seg[2..4].copy_from_slice(&dport.to_be_bytes());
+        seg[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        seg[8..12].copy_from_slice(&0x0bad_cafeu32.to_be_bytes());
+        seg[12] = 0x50;
+        seg[13] = flags;
+        seg[14..16].copy_from_slice(&64240u16.to_be_bytes());
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&src.octets());
+        pseudo.extend_from_slice(&dst.octets());
+        pseudo.extend_from_slice(&[0, 6, 0, 20]);
+        pseudo.extend_from_slice(&seg);
+        let c = csum(&pseudo, 0);
+        seg[16..18].copy_from_slice(&c.to_be_bytes());
+        // SAFETY: plain socket calls on a fd we own and close.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP);
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let mut sin: libc::sockaddr_in = std::mem::zeroed();
+            sin.sin_family = libc::AF_INET as u16;
+            sin.sin_addr.s_addr = u32::from_ne_bytes(dst.octets());
+            let n = libc::sendto(
+                fd,
+                seg.as_ptr().cast(),
+                seg.len(),
+                0,
+                (&sin as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            );
+            libc::close(fd);
+            assert_eq!(n, 20, "sendto: {}", std::io::Error::last_os_error());
+        }
+    })
+}
+
+/// A TCP server in `ns` that accepts one connection and then writes whatever is sent on
+/// the returned channel to it (`None` closes).
+pub fn push_server(ns: &str, port: u16) -> std::sync::mpsc::Sender<Option<Vec<u8>>> {
+    use std::io::Write as _;
+    let path = format!("/var/run/netns/{ns}");
+    let (tx, rx) = std::sync::mpsc::channel::<Option<Vec<u8>>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let file = fs::File::open(&path).expect("netns");
+        // SAFETY: setns on this thread only.
+        assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let l = TcpListener::bind(("::", port)).expect("bind push server");
+        ready_tx.send(()).unwrap();
+        let (mut s, _) = l.accept().expect("accept");
+        while let Ok(Some(msg)) = rx.recv() {
+            if s.write_all(&msg).is_err() {
+                break;
+            }
+        }
+    });
+    ready_rx.recv().unwrap();
+    tx
+}
+
+/// A TCP client connection made from inside a namespace (the socket keeps its namespace).
+pub fn tcp_connect(ns: &str, addr: &str, port: u16) -> std::io::Result<TcpStream> {
+    let sa = SocketAddr::new(addr.parse::<IpAddr>().expect("address"), port);
+    in_netns(ns, move || TcpStream::connect_timeout(&sa, Duration::from_secs(3)))
+}

@@ -364,7 +364,8 @@ fn stateful_replies_need_a_tracked_flow() {
         let mut loaded = Loaded::load(&set, &ifaces, &LoadOptions::new(Mode::Enforce)).unwrap();
         let ps04 = set.rules.iter().find(|r| r.id == "ps-04").unwrap().counter;
         let reply = frame(&[], &v4(), &tcp(5062, 45000, TCP_SYN | TCP_ACK), 0);
-        let untracked = (false, 1usize, (STAT_DROP_BASE + DropReason::Untracked as u32) as usize, 1u64, reply.len() as u64);
+        let untracked =
+            (false, 1usize, (STAT_DROP_BASE + DropReason::Untracked as u32) as usize, 1u64, reply.len() as u64);
 
         // No flow: the forged (or stray) reply is dropped as untracked.
         let before = loaded.counters().unwrap();
@@ -382,7 +383,14 @@ fn stateful_replies_need_a_tracked_flow() {
             _pad: [0; 2],
         };
         let now = ps_agent::load::monotonic_ns();
-        let flow = FlowState { state: FLOW_TCP_SYN_SENT, counter: ps04, created_ns: now, last_ns: now, packets_out: 1, packets_in: 0 };
+        let flow = FlowState {
+            state: FLOW_TCP_SYN_SENT,
+            counter: ps04,
+            created_ns: now,
+            last_ns: now,
+            packets_out: 1,
+            packets_in: 0,
+        };
         loaded.flows().unwrap().insert(key, flow, 0).unwrap();
         let before = loaded.counters().unwrap();
         assert_eq!(loaded.test_run(&reply, eth0, 1).unwrap().0, XDP_PASS);
