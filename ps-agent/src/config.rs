@@ -743,9 +743,13 @@ mod tests {
     #[test]
     fn tracking_options() {
         let m = Matrix::shipped();
-        let text = "reply_tracking = \"stateless\"\negress = \"enforce\"\nflow_table_size = 4096\n[timeouts]\nudp = 30\n";
+        let text =
+            "reply_tracking = \"stateless\"\negress = \"enforce\"\nflow_table_size = 4096\n[timeouts]\nudp = 30\n";
         let s = Site::parse(text, "s.toml", &m).unwrap();
-        assert_eq!((s.reply_tracking, s.egress, s.flow_table_size), (ReplyTracking::Stateless, EgressMode::Enforce, 4096));
+        assert_eq!(
+            (s.reply_tracking, s.egress, s.flow_table_size),
+            (ReplyTracking::Stateless, EgressMode::Enforce, 4096)
+        );
         assert_eq!(s.timeouts, Timeouts { udp: 30, ..Timeouts::default() });
         let e = Site::parse("flow_table_size = 10\n", "s.toml", &m).unwrap_err().to_string();
         assert_eq!(e, "s.toml:1: field `flow_table_size`: must be between 1024 and 16777216 entries");

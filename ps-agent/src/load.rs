@@ -616,6 +616,15 @@ impl Loaded {
         Counters::read(|name| PerCpuArray::try_from(self.map(name)?).map_err(map_err("open", name)), self.rules_cap)
     }
 
+    /// Instructions the verifier processed for each program (kernel 5.16+; `None` before):
+    /// the measure of verification cost the tests hold under a budget.
+    pub fn verified_instructions(&self) -> Vec<(&'static str, Option<u32>)> {
+        [names::PROG_XDP, names::PROG_TC_EGRESS]
+            .into_iter()
+            .map(|n| (n, self.ebpf.program(n).and_then(|p| p.info().ok()).and_then(|i| i.verified_instruction_count())))
+            .collect()
+    }
+
     /// The flow table (for tests: insert and inspect flows).
     pub fn flows(&mut self) -> Result<HashMap<&mut MapData, FlowKey, FlowState>, LoadError> {
         let m = self.map_mut(names::MAP_FLOWS)?;

@@ -8,7 +8,7 @@
 
 use crate::{
     layout::*,
-    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, Parsed, parse},
+    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, Parsed, parse_with},
     reason::{DropReason, PassReason},
 };
 
@@ -26,6 +26,12 @@ pub trait Tables {
     fn port(&self, index: u32) -> Option<PortEntry>;
     /// `PS_RULES[index]`.
     fn rule(&self, index: u32) -> Option<RuleEntry>;
+    /// Return `v` unchanged, but (in the kernel) unknown to the verifier: see
+    /// [`crate::parse::parse_with`].
+    #[inline(always)]
+    fn launder(&self, v: usize) -> usize {
+        v
+    }
 }
 
 /// What happens to a packet.
@@ -81,7 +87,7 @@ pub unsafe fn decide<T: Tables>(start: usize, end: usize, ifindex: u32, t: &T) -
         _ => 0,
     };
     // SAFETY: forwarded from the caller.
-    let parsed = unsafe { parse(start, end) };
+    let parsed = unsafe { parse_with(start, end, |v| t.launder(v)) };
     let (verdict, packet) = match parsed {
         Parsed::Arp => (Verdict::Pass(PassReason::Arp), Packet::default()),
         Parsed::Drop(r) => (Verdict::Drop(r), Packet::default()),

@@ -33,7 +33,7 @@ pub const MAX_IFINDEX: u32 = 4096;
 /// Interface slots; slot 0 stands for "an interface the agent did not configure".
 pub const MAX_IFACES: u32 = 16;
 /// Longest candidate list the program walks for one port.
-pub const MAX_CHAIN: u32 = 8;
+pub const MAX_CHAIN: u32 = 4;
 /// Default number of counter slots (compiled rules) and of rule entries per generation.
 pub const DEFAULT_RULES_CAP: u32 = 1024;
 /// Buckets per interface in `PS_STAT_CNT`.

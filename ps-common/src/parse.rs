@@ -109,6 +109,21 @@ pub fn parse_slice(frame: &[u8]) -> Parsed {
 /// `[start, end)` must be readable memory (an XDP frame, or a live byte slice).
 #[inline(always)]
 pub unsafe fn parse(start: usize, end: usize) -> Parsed {
+    // SAFETY: forwarded.
+    unsafe { parse_with(start, end, |v| v) }
+}
+
+/// [`parse`], passing the L3 offset through `launder` once the VLAN tags are behind it.
+///
+/// The kernel passes a function that hides the value from the verifier (a round trip
+/// through a per-CPU map), so that the zero-, one- and two-tag paths, which differ only in
+/// that constant, merge into one verifier state instead of tripling everything after them.
+/// The host passes the identity.
+///
+/// # Safety
+/// As [`parse`].
+#[inline(always)]
+pub unsafe fn parse_with(start: usize, end: usize, launder: impl Fn(usize) -> usize) -> Parsed {
     let Some(eth) = hdr::<14>(start, end, 0) else {
         return Parsed::Drop(DropReason::Truncated);
     };
@@ -134,6 +149,8 @@ pub unsafe fn parse(start: usize, end: usize) -> Parsed {
             }
         }
     }
+    // 14, 18 or 22: the mask is the bound the verifier needs once `launder` hid the value.
+    let off = launder(off) & 0x1f;
     match ethertype {
         ETH_P_IP => parse_ipv4(start, end, off),
         ETH_P_IPV6 => parse_ipv6(start, end, off),

@@ -43,6 +43,10 @@ pub static PS_FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entri
 #[map]
 pub static PS_FLOW_CNT: PerCpuArray<Counter> = PerCpuArray::with_max_entries(FLOW_CNT_ENTRIES, 0);
 
+/// One per-CPU word to hide values from the verifier (see `Tables::launder`).
+#[map]
+pub static PS_SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// The policy maps, as `ps_common::Tables`.
 pub struct Maps;
 
@@ -66,6 +70,17 @@ impl Tables for Maps {
     #[inline(always)]
     fn rule(&self, index: u32) -> Option<RuleEntry> {
         PS_RULES.get(index).copied()
+    }
+    #[inline(always)]
+    fn launder(&self, v: usize) -> usize {
+        match PS_SCRATCH.get_ptr_mut(0) {
+            // SAFETY: per-CPU word; volatile so the compiler keeps the round trip.
+            Some(p) => unsafe {
+                core::ptr::write_volatile(p, v as u64);
+                core::ptr::read_volatile(p) as usize
+            },
+            None => v,
+        }
     }
 }
 

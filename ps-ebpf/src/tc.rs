@@ -16,7 +16,7 @@ use ps_common::{
         FLOW_CNT_CREATED, FLOW_CNT_INSERT_FAILED, POLICY_EGRESS_ENFORCE, POLICY_STATEFUL, flow_new, flow_update,
         rule_counter_index, stat_drop_index, stat_pass_index,
     },
-    parse::{Parsed, parse},
+    parse::{Parsed, parse_with},
     reason::DropReason,
 };
 
@@ -43,13 +43,13 @@ fn try_ps_tc_egress(ctx: &TcContext) -> Option<i32> {
         _ => 0,
     };
     // SAFETY: [data, data_end) is the linear part of the packet.
-    let mut parsed = unsafe { parse(ctx.data(), ctx.data_end()) };
+    let mut parsed = unsafe { parse_with(ctx.data(), ctx.data_end(), |v| Maps.launder(v)) };
     if parsed == Parsed::Drop(DropReason::Truncated) && ctx.len() > (ctx.data_end() - ctx.data()) as u32 {
         // Headers in the non-linear part: pull them in and parse again.
         let want = if ctx.len() < HEADERS { ctx.len() } else { HEADERS };
         ctx.pull_data(want).ok()?;
         // SAFETY: as above, after the pull.
-        parsed = unsafe { parse(ctx.data(), ctx.data_end()) };
+        parsed = unsafe { parse_with(ctx.data(), ctx.data_end(), |v| Maps.launder(v)) };
     }
     let bytes = ctx.len() as u64;
     match classify_egress(&parsed, &policy, state.generation & 1, slot, &Maps) {
@@ -79,12 +79,16 @@ fn try_ps_tc_egress(ctx: &TcContext) -> Option<i32> {
 
 /// Create or refresh the flow of an outbound packet.
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "by value, the 40-byte key is copied onto the stack again; the verifier allows 512 bytes"
+)]
 fn track(ctx: &TcContext, p: &ps_common::Packet, counter: u32) {
     // SAFETY: the frame `p` was parsed from.
     let Some(key) = (unsafe { flow_key(ctx.data(), ctx.data_end(), p, false) }) else { return };
     // SAFETY: ktime has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(f) = PS_FLOWS.get_ptr_mut(key) {
+    if let Some(f) = PS_FLOWS.get_ptr_mut(&key) {
         // SAFETY: the value lives as long as the entry.
         let f = unsafe { &mut *f };
         f.counter = counter;
@@ -92,7 +96,7 @@ fn track(ctx: &TcContext, p: &ps_common::Packet, counter: u32) {
         return;
     }
     if let Some(f) = flow_new(p.proto, p.tcp_flags, counter, now) {
-        if PS_FLOWS.insert(key, f, 0).is_ok() {
+        if PS_FLOWS.insert(&key, &f, 0).is_ok() {
             count(&PS_FLOW_CNT, FLOW_CNT_CREATED, 0);
         } else {
             count(&PS_FLOW_CNT, FLOW_CNT_INSERT_FAILED, 0);

@@ -411,3 +411,25 @@ fn stateful_replies_need_a_tracked_flow() {
         assert_eq!(loaded.counters().unwrap().flows[FLOW_CNT_EXPIRED as usize], 1);
     });
 }
+
+/// The verifier's work per program, held under a budget (the kernel's limit is 1M
+/// processed instructions; a program that grows towards it will fail on some kernel).
+const VERIFIER_BUDGET: [(&str, u32); 2] = [("ps_xdp", 200_000), ("ps_tc_egress", 40_000)];
+
+#[test]
+fn verifier_cost_stays_within_budget() {
+    let lab = Lab::new("pv");
+    let counts = in_netns(&lab.ps, || {
+        let eth0 = ps_agent::load::ifindex("eth0").unwrap();
+        let host = HostFacts { ephemeral: (32768, 60999), interfaces: vec!["eth0".into()] };
+        let set = compile(&Config::shipped(), &host).unwrap();
+        let loaded = Loaded::load(&set, &[("eth0".into(), eth0)], &LoadOptions::new(Mode::Enforce)).unwrap();
+        loaded.verified_instructions()
+    });
+    for ((name, n), (bname, budget)) in counts.iter().zip(VERIFIER_BUDGET) {
+        assert_eq!(*name, bname);
+        let n = n.expect("kernel 5.16+ reports verified instructions");
+        println!("{name}: {n} instructions verified (budget {budget})");
+        assert!(n <= budget, "{name}: the verifier processed {n} instructions, over the budget of {budget}");
+    }
+}

@@ -126,3 +126,29 @@ fn full_table_evicts_least_recently_used_and_forged_floods_insert_nothing() {
     assert_eq!(stat(&s, &["flows", "created"]), created);
     assert_eq!(stat(&s, &["flows", "tracked"]), tracked);
 }
+
+#[test]
+fn egress_enforce_drops_what_no_row_allows() {
+    let lab = Lab::new("se");
+    let cfg = std::env::temp_dir().join("pst-se.toml");
+    std::fs::write(&cfg, "egress = \"enforce\"\n").unwrap();
+    let agent = Agent::start(&lab.ps, "se", &["--config", cfg.to_str().unwrap()]);
+    let _other = Listener::tcp(&lab.a, 6000);
+    let _sm = Listener::tcp(&lab.a, 5062);
+    assert_eq!(
+        tcp_probe(&lab.ps, A_V4, 6000, Duration::from_millis(800)),
+        Probe::TimedOut,
+        "SYN to 6000 dropped on egress"
+    );
+    assert_eq!(tcp_probe(&lab.ps, A_V4, 5062, OPEN), Probe::Open, "ps-04 is allowed out");
+    let _l = Listener::tcp(&lab.ps, 443);
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 443, OPEN), Probe::Open, "replies to inbound rules go out");
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 5222, OPEN), Probe::Refused, "RST from a matrix port goes out");
+    let s = agent.stats();
+    assert!(stat(&s, &["egress", "dropped", "no_rule"]) >= 1, "{}", s["egress"]);
+    assert_eq!(stat(&s, &["egress", "unmatched", "no_rule"]), 0);
+    let out = s["rules"].as_array().unwrap().iter().find(|r| r["id"] == "ps-01+ps-02").unwrap()["egress_packets"]
+        .as_u64()
+        .unwrap();
+    assert!(out >= 2, "SYN-ACK and more counted out on the 443 rule");
+}
