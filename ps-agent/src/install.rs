@@ -171,7 +171,6 @@ pub fn unit_file(binary: &Path, config: &Path, legacy_caps: bool) -> String {
         "# Written by `ps-agent install`; `ps-agent uninstall` removes it.
 [Unit]
 Description=ps-agent: Avaya port matrix enforcement with XDP
-Documentation=man:ps-agent(8)
 # Up before the network is configured, like other host firewalls; interfaces that are not
 # there yet make the start fail and Restart= tries again.
 Wants=network-pre.target
@@ -361,9 +360,16 @@ pub fn uninstall(opts: &UninstallOptions) -> Result<Vec<String>, InstallError> {
     Ok(done)
 }
 
-fn pid_alive(pid: u32) -> bool {
+/// Is process `pid` alive (and not this process)? A zombie — dead, not yet reaped by its
+/// parent — is not: it holds no BPF objects any more.
+pub fn pid_alive(pid: u32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence.
-    pid != 0 && pid != std::process::id() && unsafe { libc::kill(pid as i32, 0) } == 0
+    if pid == 0 || pid == std::process::id() || unsafe { libc::kill(pid as i32, 0) } != 0 {
+        return false;
+    }
+    // /proc/PID/stat: "pid (comm) S ...", the state after the last ')'.
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
 }
 
 /// Refuse directories whose emptying would take other programs' pins along.

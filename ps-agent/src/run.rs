@@ -116,8 +116,7 @@ pub fn prepare(
 }
 
 fn pid_alive(pid: u32) -> bool {
-    // SAFETY: kill with signal 0 only checks for existence.
-    pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0 && pid != std::process::id()
+    crate::install::pid_alive(pid)
 }
 
 /// Refuse if another live agent owns `state_dir`; otherwise clear stale pins and state.
