@@ -98,7 +98,11 @@ impl XdpProgram {
             ),
             Attachment::Link { link_id } => format!(
                 "a bpf_link cannot be replaced without its link: stop the process that holds link {link_id} (`bpftool link show id {link_id}`{})",
-                if self.is_ps_agent() { "; it is another ps-agent: `ps-agent stats` / `ps-agent unload`" } else { "" }
+                if self.is_ps_agent() {
+                    "; it is another ps-agent: its pid is in the state file of its --state-dir"
+                } else {
+                    ""
+                }
             ),
             Attachment::Unknown => format!(
                 "stop its owner or detach it with `ip link set dev {iface} {} off` (run as root to tell a bpf_link from netlink)",

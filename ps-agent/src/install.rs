@@ -187,8 +187,8 @@ KillSignal=SIGTERM
 TimeoutStopSec=30s
 Environment=RUST_LOG=info
 
-# Privileges: load programs and maps (CAP_BPF, CAP_PERFMON for the packet pointer
-# arithmetic the verifier allows only with it), attach XDP and detach other netlink XDP
+# Privileges: load programs and maps (CAP_BPF; CAP_PERFMON, without which the verifier
+# applies its unprivileged pointer rules), attach XDP and detach other netlink XDP
 # programs with --force (CAP_NET_ADMIN). No CAP_SYS_RESOURCE: the agent raises no rlimit
 # (kernels before 5.11 get LimitMEMLOCK below instead). No CAP_SYS_ADMIN: without it the
 # agent still sees other XDP programs, it only cannot tell a bpf_link from netlink.
