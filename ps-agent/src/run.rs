@@ -84,8 +84,8 @@ pub enum RunError {
         /// What to do.
         hint: String,
     },
-    /// Detecting or replacing another XDP program failed.
-    #[error("failed to check for other XDP programs on `{iface}`: {source}")]
+    /// Replacing another XDP program failed.
+    #[error("failed to replace the XDP program on `{iface}`: {source}")]
     Coexist {
         /// Interface.
         iface: String,
@@ -148,7 +148,12 @@ fn unpin(pin_dir: &Path) {
 fn make_room(ifaces: &[(String, u32)], force: bool) -> Result<(), RunError> {
     let mut replace = Vec::new();
     for (iface, _) in ifaces {
-        let found = coexist::detect(iface).map_err(|source| RunError::Coexist { iface: iface.clone(), source })?;
+        // Without `ip` the kernel still refuses a second program (EBUSY, with a hint), so a
+        // failed look is a warning, not a reason not to start.
+        let found = coexist::detect(iface).unwrap_or_else(|e| {
+            warn!("cannot check `{iface}` for other XDP programs: {e}; attaching anyway");
+            vec![]
+        });
         for owner in found {
             if force && owner.replaceable() {
                 replace.push((iface, owner));
