@@ -6,8 +6,10 @@ set -euo pipefail
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 need_pkgs=()
-for p in llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev bpftool xdp-tools nftables \
-         iptables tcpdump iproute2 util-linux; do
+# llvm-22 brings llc, which builds the stand-in "other" XDP program of the coexistence
+# tests; systemd brings systemd-analyze, which verifies the unit `ps-agent install` writes.
+for p in llvm-22-dev llvm-22 libpolly-22-dev zlib1g-dev libzstd-dev bpftool xdp-tools nftables \
+         iptables tcpdump iproute2 util-linux systemd gzip; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

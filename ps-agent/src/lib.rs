@@ -4,8 +4,11 @@
 //! (pure, deterministic rule set) → [`load`] (the only module that calls aya) →
 //! [`observe`] (state file, counters, reports). [`run`] drives the daemon.
 
+pub mod coexist;
 pub mod compile;
 pub mod config;
+pub mod doctor;
+pub mod install;
 pub mod load;
 pub mod model;
 pub mod observe;

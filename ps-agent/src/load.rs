@@ -181,7 +181,8 @@ pub fn preflight() -> Result<(), LoadError> {
     Ok(())
 }
 
-fn is_bpffs(p: &Path) -> bool {
+/// Is `p` on a BPF filesystem?
+pub fn is_bpffs(p: &Path) -> bool {
     const BPF_FS_MAGIC: i64 = 0xcafe4a11;
     let Ok(c) = CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
     // SAFETY: statfs writes into the zeroed struct we pass.
@@ -201,7 +202,7 @@ pub fn ifindex(name: &str) -> Option<u32> {
 
 /// Interface names in this network namespace (if_nameindex asks the kernel, so it is
 /// right inside `nsenter --net`, where /sys/class/net still shows the host's).
-fn available_interfaces() -> String {
+pub fn available_interfaces() -> String {
     let mut v = Vec::new();
     // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
     unsafe {
@@ -245,6 +246,33 @@ pub fn resolve_interfaces(names: Option<&[String]>) -> Result<Vec<(String, u32)>
     for (name, i) in &out {
         if *i >= MAX_IFINDEX {
             return Err(LoadError::IfindexTooLarge { name: name.clone(), ifindex: *i });
+        }
+    }
+    Ok(out)
+}
+
+/// XDP `bpf_link`s in the kernel: program id → link id.
+///
+/// # Errors
+/// Enumerating links (`BPF_LINK_GET_NEXT_ID`) needs CAP_SYS_ADMIN.
+///
+/// # Minimum kernel version
+/// 5.9 (`BPF_LINK_TYPE_XDP`, kernel commit aa8d3a716b59); older kernels have no XDP links, and
+/// enumeration (5.8) fails there, which callers treat as "unknown".
+pub fn xdp_link_ids() -> Result<std::collections::BTreeMap<u32, u32>, aya::programs::links::LinkError> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut seen = false;
+    for info in aya::programs::loaded_links() {
+        // A link can go away between listing its id and opening it: skip it, but report a
+        // failure to list anything at all (no CAP_SYS_ADMIN).
+        let info = match info {
+            Ok(i) => i,
+            Err(e) if !seen => return Err(e),
+            Err(_) => continue,
+        };
+        seen = true;
+        if matches!(info.link_type(), Ok(aya::programs::links::LinkType::Xdp)) {
+            out.insert(info.program_id(), info.id());
         }
     }
     Ok(out)

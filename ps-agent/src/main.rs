@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use ps_agent::{
     compile::{HostFacts, compile},
     config::XdpModeName,
+    doctor, install,
     load::{self, Counters},
     observe::{self, AgentState, DEFAULT_STATE_DIR},
     run::{self, RunOptions},
@@ -48,6 +49,9 @@ enum Command {
         /// XDP attach mode (native falls back to skb where the driver has no XDP).
         #[arg(long, value_enum)]
         xdp_mode: Option<XdpModeName>,
+        /// Replace XDP programs other tools attached through netlink (a bpf_link cannot be).
+        #[arg(long)]
+        force: bool,
     },
     /// Show the counters of the running agent.
     Stats {
@@ -79,6 +83,60 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check this host before loading anything; exit 0 all pass, 2 warnings only, 1 a failure.
+    Doctor {
+        /// Interface to check (repeat; default: eth0 and eth1 where present).
+        #[arg(long = "iface", short = 'i')]
+        ifaces: Vec<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install the binary, a default (dry-run) config and the systemd unit.
+    Install {
+        #[command(flatten)]
+        layout: LayoutArgs,
+        /// Do not enable the unit.
+        #[arg(long)]
+        no_enable: bool,
+    },
+    /// Stop and remove the service, binary, unit, pins and state (the config stays).
+    Uninstall {
+        #[command(flatten)]
+        layout: LayoutArgs,
+        /// Also remove the config directory.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Remove what a (crashed) agent left: pins under --pin-dir and the state file.
+    Unload {
+        /// Even if the agent in the state file is still running.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Paths of `install` / `uninstall`.
+#[derive(clap::Args, Debug)]
+struct LayoutArgs {
+    /// Staging root prefixed to every path (packaging, tests).
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// The binary goes to PREFIX/sbin/ps-agent.
+    #[arg(long, default_value = "/usr/local")]
+    prefix: PathBuf,
+    /// Where config.toml lives.
+    #[arg(long, default_value = "/etc/ps-agent")]
+    config_dir: PathBuf,
+    /// Where the systemd unit goes.
+    #[arg(long, default_value = "/etc/systemd/system")]
+    unit_dir: PathBuf,
+}
+
+impl LayoutArgs {
+    fn layout(self) -> install::Layout {
+        install::Layout { root: self.root, prefix: self.prefix, config_dir: self.config_dir, unit_dir: self.unit_dir }
+    }
 }
 
 fn main() {
@@ -97,7 +155,7 @@ fn main() {
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { config, ifaces, dry_run, xdp_mode } => {
+        Command::Run { config, ifaces, dry_run, xdp_mode, force } => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
             rt.block_on(run::run(RunOptions {
                 config,
@@ -106,12 +164,49 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 xdp_mode,
                 pin_dir: cli.pin_dir,
                 state_dir: cli.state_dir,
+                force,
             }))?;
+            Ok(())
+        }
+        Command::Doctor { ifaces, json } => {
+            let checks = doctor::diagnose(&ifaces);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&doctor::to_json(&checks))?);
+            } else {
+                print!("{}", doctor::render(&checks));
+            }
+            std::process::exit(doctor::exit_code(&checks));
+        }
+        Command::Install { layout, no_enable } => {
+            let exe = std::env::current_exe().context("failed to find the running ps-agent binary")?;
+            let legacy_caps = doctor::Kernel::parse(&doctor::kernel_release()).is_some_and(|k| !k.at_least(5, 8));
+            let opts = install::InstallOptions { layout: layout.layout(), enable: !no_enable, legacy_caps };
+            print_lines(install::install(&opts, &exe)?);
+            Ok(())
+        }
+        Command::Uninstall { layout, purge } => {
+            let opts = install::UninstallOptions {
+                layout: layout.layout(),
+                pin_dir: cli.pin_dir,
+                state_dir: cli.state_dir,
+                purge,
+            };
+            print_lines(install::uninstall(&opts)?);
+            Ok(())
+        }
+        Command::Unload { force } => {
+            print_lines(install::unload(&cli.pin_dir, &cli.state_dir, force)?);
             Ok(())
         }
         Command::Stats { json, watch, interval } => stats(&cli.state_dir, json, watch, interval),
         Command::Check { config, ifaces, json } => check(config.as_deref(), &ifaces, json),
         Command::Flows { json } => flows(&cli.state_dir, json),
+    }
+}
+
+fn print_lines(lines: Vec<String>) {
+    for l in lines {
+        println!("{l}");
     }
 }
 

@@ -12,6 +12,7 @@ use log::{info, warn};
 use ps_common::names;
 
 use crate::{
+    coexist::{self, CoexistError, XdpProgram},
     compile::{CompileError, HostFacts, RuleSet, compile},
     config::{Config, ConfigError, Mode, ReplyTracking, XdpModeName},
     load::{self, LoadError, LoadOptions, Loaded},
@@ -33,6 +34,8 @@ pub struct RunOptions {
     pub pin_dir: PathBuf,
     /// State directory.
     pub state_dir: PathBuf,
+    /// Replace XDP programs other tools attached through netlink.
+    pub force: bool,
 }
 
 /// Why `run` stopped.
@@ -71,6 +74,25 @@ pub enum RunError {
     /// Signal handling.
     #[error("failed to install signal handlers: {0}")]
     Signal(#[source] std::io::Error),
+    /// Another XDP program holds an interface.
+    #[error("failed to attach to `{iface}`: another XDP program is attached to `{iface}`: {owner}; {hint}")]
+    Occupied {
+        /// Interface.
+        iface: String,
+        /// The program, its id, name and attachment.
+        owner: XdpProgram,
+        /// What to do.
+        hint: String,
+    },
+    /// Replacing another XDP program failed.
+    #[error("failed to replace the XDP program on `{iface}`: {source}")]
+    Coexist {
+        /// Interface.
+        iface: String,
+        /// Cause.
+        #[source]
+        source: CoexistError,
+    },
 }
 
 /// Load config with the CLI overrides applied, and the facts of this host.
@@ -94,8 +116,7 @@ pub fn prepare(
 }
 
 fn pid_alive(pid: u32) -> bool {
-    // SAFETY: kill with signal 0 only checks for existence.
-    pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0 && pid != std::process::id()
+    crate::install::pid_alive(pid)
 }
 
 /// Refuse if another live agent owns `state_dir`; otherwise clear stale pins and state.
@@ -121,6 +142,38 @@ fn unpin(pin_dir: &Path) {
     let _ = fs::remove_dir(pin_dir);
 }
 
+/// Before anything is attached: refuse if another XDP program holds one of `ifaces`, naming
+/// it. With `force`, detach the netlink-attached ones — but only once every interface has
+/// been checked, so a `bpf_link` on the last interface still leaves the others untouched.
+fn make_room(ifaces: &[(String, u32)], force: bool) -> Result<(), RunError> {
+    let mut replace = Vec::new();
+    for (iface, _) in ifaces {
+        // Without `ip` the kernel still refuses a second program (EBUSY, with a hint), so a
+        // failed look is a warning, not a reason not to start.
+        let found = coexist::detect(iface).unwrap_or_else(|e| {
+            warn!("cannot check `{iface}` for other XDP programs: {e}; attaching anyway");
+            vec![]
+        });
+        for owner in found {
+            if force && owner.replaceable() {
+                replace.push((iface, owner));
+                continue;
+            }
+            let hint = if force {
+                format!("--force replaces only netlink attachments; {}", owner.hint(iface))
+            } else {
+                owner.hint(iface)
+            };
+            return Err(RunError::Occupied { iface: iface.clone(), owner, hint });
+        }
+    }
+    for (iface, owner) in replace {
+        coexist::detach_netlink(iface, &owner).map_err(|source| RunError::Coexist { iface: iface.clone(), source })?;
+        warn!("--force: detached {owner} from `{iface}` to replace it");
+    }
+    Ok(())
+}
+
 /// Run until SIGINT/SIGTERM.
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let cfg = prepare(opts.config.as_deref(), &opts.ifaces, opts.dry_run, opts.xdp_mode)?;
@@ -133,6 +186,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         warn!("{w}");
     }
     claim(&opts.state_dir, &opts.pin_dir)?;
+    make_room(&ifaces, opts.force)?;
 
     let load_opts = LoadOptions {
         mode: cfg.site.mode,

@@ -185,8 +185,12 @@ fn startup_errors_say_what_is_wrong_and_leave_nothing_behind() {
     let (mut a, ok) = Agent::spawn(&lab.ps, "err4", &[], Duration::from_secs(20));
     assert!(!ok);
     assert_eq!(a.stop(), Some(1));
-    assert!(a.log_text().contains("another XDP program is attached to `eth1`"), "{}", a.log_text());
-    assert!(!xdp_attached(&lab.ps, "eth0"), "eth0 was detached again");
+    // Refused before anything is attached, with the owner named.
+    let log = a.log_text();
+    assert!(log.contains("another XDP program is attached to `eth1`: program id "), "{log}");
+    assert!(log.contains("`ps_xdp` (native mode, bpf_link id ") && log.contains(", a ps-agent)"), "{log}");
+    assert!(log.contains("a bpf_link cannot be replaced without its link"), "{log}");
+    assert!(!xdp_attached(&lab.ps, "eth0"), "eth0 was never attached");
     assert!(!a.pin_dir.exists());
     assert!(xdp_attached(&lab.ps, "eth1"), "the other program is untouched");
     drop(holder);
