@@ -18,13 +18,13 @@ use ps_common::{
     MAX_CHAIN, MAX_IFACES,
     layout::{
         DEFAULT_RULES_CAP, ENTRY_EPHEMERAL, ENTRY_LAST, ENTRY_REPLY, L4, POLICY_ALLOW_ECHO, POLICY_EGRESS_ENFORCE,
-        POLICY_STATEFUL, Policy, PortEntry, RuleEntry,
+        POLICY_SOURCE_SETS, POLICY_STATEFUL, Policy, PortEntry, RuleEntry,
     },
 };
 use serde::Serialize;
 
 use crate::{
-    config::{Config, Direction, EgressMode, ReplyTracking, Row, Transport},
+    config::{Cidr, Config, Direction, EgressMode, ReplyTracking, Row, Transport},
     portspec::{PortSpec, render_ranges},
 };
 
@@ -157,6 +157,10 @@ pub struct CompiledRule {
     pub description: String,
     /// Counter slot.
     pub counter: u32,
+    /// The bound system whose addresses may send this (`None`: any source).
+    pub system: Option<String>,
+    /// Its bit in `RuleEntry::systems` (0 when unbound).
+    pub system_mask: u64,
 }
 
 /// A row that compiles to nothing, and why.
@@ -185,6 +189,30 @@ pub struct RuleSet {
     pub skipped: Vec<Skipped>,
     /// Things an operator should look at.
     pub warnings: Vec<String>,
+    /// Source prefixes → the bound systems they belong to (every system with a prefix that
+    /// contains them, so a longest-prefix match yields the whole set).
+    pub src_prefixes: Vec<(Cidr, u64)>,
+}
+
+/// Bit of a bound system: systems are numbered in name order.
+fn system_bit(site: &crate::config::Site, name: &str) -> u64 {
+    site.systems.keys().position(|k| k == name).map_or(0, |i| 1u64 << i)
+}
+
+/// Every configured prefix with the union of the systems whose prefixes contain it.
+fn source_prefixes(site: &crate::config::Site) -> Vec<(Cidr, u64)> {
+    let all: Vec<(Cidr, u64)> = site
+        .systems
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, cidrs))| cidrs.iter().map(move |c| (*c, 1u64 << i)))
+        .collect();
+    let mut out: BTreeMap<Cidr, u64> = BTreeMap::new();
+    for (c, _) in &all {
+        let mask = all.iter().filter(|(o, _)| o.contains(c)).fold(0, |m, (_, b)| m | b);
+        out.insert(*c, mask);
+    }
+    out.into_iter().collect()
 }
 
 struct Draft {
@@ -196,9 +224,11 @@ struct Draft {
     local: Option<LocalPorts>,
     interfaces: Option<Vec<String>>,
     descriptions: Vec<String>,
+    /// The bound system (site config `[systems]` key) whose addresses may send this.
+    system: Option<String>,
 }
 
-type MergeKey = (Transport, RuleKind, Vec<(u16, u16)>, Option<LocalPorts>, Option<Vec<String>>, Origin);
+type MergeKey = (Transport, RuleKind, Vec<(u16, u16)>, Option<LocalPorts>, Option<Vec<String>>, Origin, Option<String>);
 
 /// Compile `config` for a host.
 pub fn compile(config: &Config, host: &HostFacts) -> Result<RuleSet, CompileError> {
@@ -233,7 +263,20 @@ pub fn compile(config: &Config, host: &HostFacts) -> Result<RuleSet, CompileErro
         let dst_is_host = row.destination_system.eq_ignore_ascii_case(host_sys);
         let src_is_host = row.source_system.eq_ignore_ascii_case(host_sys);
         let scope = row.management_only.then(|| vec![mgmt.clone()]);
+        // The remote end: the source of an inbound flow, the destination of an outbound one.
+        let bound = |name: &str| site.systems.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned();
         let mut push = |kind: RuleKind, ports: Vec<(u16, u16)>| {
+            let remote = if kind == RuleKind::Inbound && dst_is_host && !src_is_host {
+                &row.source_system
+            } else if kind == RuleKind::Reply && src_is_host && !dst_is_host {
+                &row.destination_system
+            } else if kind == RuleKind::Reply && dst_is_host && !src_is_host {
+                // Written from its reply side (Zang 443 → PS Ephemeral).
+                &row.source_system
+            } else {
+                // Host ↔ host (cluster peers): the remote is the host system itself.
+                &config.matrix.host_system
+            };
             for &transport in &row.transports {
                 drafts.push(Draft {
                     rows: vec![row.id.clone()],
@@ -244,6 +287,7 @@ pub fn compile(config: &Config, host: &HostFacts) -> Result<RuleSet, CompileErro
                     local: if kind == RuleKind::Reply { ephemeral_reply } else { None },
                     interfaces: scope.clone(),
                     descriptions: vec![row.description.clone()],
+                    system: bound(remote),
                 });
             }
         };
@@ -293,6 +337,7 @@ pub fn compile(config: &Config, host: &HostFacts) -> Result<RuleSet, CompileErro
             local: if kind == RuleKind::Reply { ephemeral_reply } else { None },
             interfaces: r.interfaces.clone(),
             descriptions: vec![r.description.clone()],
+            system: None,
         });
     }
 
@@ -306,7 +351,7 @@ pub fn compile(config: &Config, host: &HostFacts) -> Result<RuleSet, CompileErro
     let mut merged: Vec<Draft> = Vec::new();
     let mut by_key: HashMap<MergeKey, usize> = HashMap::new();
     for d in drafts {
-        let key = (d.transport, d.kind, d.ports.clone(), d.local, d.interfaces.clone(), d.origin);
+        let key = (d.transport, d.kind, d.ports.clone(), d.local, d.interfaces.clone(), d.origin, d.system.clone());
         match by_key.get(&key) {
             Some(&i) => {
                 merged[i].rows.extend(d.rows);
@@ -338,10 +383,13 @@ pub fn compile(config: &Config, host: &HostFacts) -> Result<RuleSet, CompileErro
             interfaces: d.interfaces,
             description: d.descriptions.join(" | "),
             counter: i as u32,
+            system_mask: d.system.as_ref().map_or(0, |n| system_bit(site, n)),
+            system: d.system,
         })
         .collect();
 
     let (ports, entries) = build_tables(&rules, host)?;
+    let src_prefixes = source_prefixes(site);
     let needed = rules.len().max(entries.len()) as u32;
     let rules_cap = DEFAULT_RULES_CAP.max(needed.div_ceil(1024) * 1024);
     let mut flags = 0;
@@ -353,6 +401,15 @@ pub fn compile(config: &Config, host: &HostFacts) -> Result<RuleSet, CompileErro
     }
     if site.egress == EgressMode::Enforce {
         flags |= POLICY_EGRESS_ENFORCE;
+    }
+    if rules.iter().any(|r| r.system_mask != 0) {
+        flags |= POLICY_SOURCE_SETS;
+    }
+    for name in site.systems.keys() {
+        if !rules.iter().any(|r| r.system.as_deref() == Some(name.as_str())) {
+            warnings
+                .push(format!("system `{name}` is bound to addresses, but no enabled row names it as its remote end"));
+        }
     }
     let t = site.timeouts;
     let policy = Policy {
@@ -366,7 +423,7 @@ pub fn compile(config: &Config, host: &HostFacts) -> Result<RuleSet, CompileErro
         tcp_closing_timeout_s: t.tcp_closing,
         udp_timeout_s: t.udp,
     };
-    Ok(RuleSet { rules, policy, ports, entries, interfaces: host.interfaces.clone(), skipped, warnings })
+    Ok(RuleSet { rules, policy, ports, entries, interfaces: host.interfaces.clone(), skipped, warnings, src_prefixes })
 }
 
 fn resolve_ports(row: &Row, config: &Config) -> Result<Vec<(u16, u16)>, CompileError> {
@@ -399,6 +456,7 @@ fn failsafe_drafts(ssh_ports: &[u16]) -> Vec<Draft> {
         local,
         interfaces: None,
         descriptions: vec![desc.to_string()],
+        system: None,
     };
     let eph = Some(LocalPorts { ephemeral: true, explicit: None });
     let mut out = Vec::new();
@@ -470,7 +528,10 @@ fn build_tables(rules: &[CompiledRule], host: &HostFacts) -> Result<Tables, Comp
     let mut entries = vec![RuleEntry::default()];
     let mut interned: HashMap<Vec<usize>, u32> = HashMap::new();
     let mut ports: BTreeMap<(L4, u16), PortEntry> = BTreeMap::new();
-    for ((l4, port, kind), list) in lists {
+    for ((l4, port, kind), mut list) in lists {
+        // Rules bound to systems before unbound ones: a bound system's traffic is counted
+        // on its own row even where an unbound row admits the same port.
+        list.sort_by_key(|&i| rules[i].system_mask == 0);
         if list.len() > MAX_CHAIN as usize {
             return Err(CompileError::ChainTooLong { transport: l4.as_str(), port, n: list.len() });
         }
@@ -492,7 +553,14 @@ fn build_tables(rules: &[CompiledRule], host: &HostFacts) -> Result<Tables, Comp
                         (local_lo, local_hi) = (a, b);
                     }
                 }
-                entries.push(RuleEntry { flags, counter: r.counter, iface_mask: mask(r), local_lo, local_hi });
+                entries.push(RuleEntry {
+                    flags,
+                    counter: r.counter,
+                    iface_mask: mask(r),
+                    local_lo,
+                    local_hi,
+                    systems: r.system_mask,
+                });
             }
             head
         });
@@ -683,6 +751,31 @@ mod tests {
         cfg.site.rules[0].interfaces = Some(vec!["eth9".into()]);
         let e = compile(&cfg, &HostFacts::typical()).unwrap_err().to_string();
         assert!(e.contains("names interface `eth9`"), "{e}");
+    }
+
+    #[test]
+    fn bound_systems_restrict_sources() {
+        let mut cfg = Config::shipped();
+        let c = |t: &str| Cidr::parse(t).unwrap();
+        cfg.site.systems.insert("Session Manager".into(), vec![c("198.18.0.0/24"), c("fd00::/64")]);
+        cfg.site.systems.insert("Zang".into(), vec![c("198.18.0.2/32")]);
+        let set = compile(&cfg, &HostFacts::typical()).unwrap();
+        assert!(set.policy.flags & POLICY_SOURCE_SETS != 0);
+        let rule = |id: &str| set.rules.iter().find(|r| r.id == id).unwrap_or_else(|| panic!("no {id}"));
+        // Systems are numbered by name: "Session Manager" = bit 0, "Zang" = bit 1.
+        assert_eq!((rule("ps-05").system.as_deref(), rule("ps-05").system_mask), (Some("Session Manager"), 1));
+        assert_eq!(rule("ps-04").system_mask, 1, "replies from SM 5062 too (its destination system)");
+        // ps-02 (Zang) no longer merges with ps-01 (Equinox, unbound); bound goes first.
+        assert_eq!(rule("ps-02").system_mask, 2);
+        assert_eq!(rule("ps-01").system_mask, 0);
+        let head = set.ports[&(L4::Tcp, 443)].inbound as usize;
+        assert_eq!((set.entries[head].systems, set.entries[head + 1].systems), (2, 0));
+        assert_eq!(rule("ps-03").system_mask, 2, "reply side of Zang 443");
+        // A /32 inside SM's /24 belongs to both systems.
+        assert!(set.src_prefixes.contains(&(c("198.18.0.2/32"), 0b11)));
+        assert!(set.src_prefixes.contains(&(c("198.18.0.0/24"), 0b01)));
+        let none = compile(&Config::shipped(), &HostFacts::typical()).unwrap();
+        assert_eq!(none.policy.flags & POLICY_SOURCE_SETS, 0, "no lookup when nothing is bound");
     }
 
     #[test]

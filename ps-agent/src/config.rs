@@ -377,6 +377,79 @@ struct SiteFile {
     flow_table_size: Option<Spanned<u32>>,
     #[serde(default)]
     timeouts: Timeouts,
+    #[serde(default)]
+    systems: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+}
+
+/// An address prefix (IPv4 or IPv6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    /// 4 or 6.
+    pub family: u8,
+    /// Address (IPv4 in the first 4 bytes), host bits zero.
+    pub addr: [u8; 16],
+    /// Prefix length.
+    pub len: u8,
+}
+
+impl Cidr {
+    /// Parse `a.b.c.d/n`, `x::y/n`, or a bare address (a host prefix).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (a, l) = match text.trim().split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (text.trim(), None),
+        };
+        let ip: std::net::IpAddr =
+            a.parse().map_err(|_| format!("`{text}` is not an IPv4 or IPv6 address or prefix"))?;
+        let (family, max, bytes) = match ip {
+            std::net::IpAddr::V4(v) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&v.octets());
+                (4u8, 32u8, b)
+            }
+            std::net::IpAddr::V6(v) => (6, 128, v.octets()),
+        };
+        let len = match l {
+            Some(l) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|&n| n <= max)
+                .ok_or_else(|| format!("`{text}`: prefix length must be 0..={max}"))?,
+            None => max,
+        };
+        let c = Self { family, addr: bytes, len };
+        if c.masked() != c {
+            let m = c.masked();
+            return Err(format!("`{text}` has host bits set; did you mean {m}?"));
+        }
+        Ok(c)
+    }
+
+    /// The prefix with host bits cleared.
+    pub fn masked(&self) -> Self {
+        let mut addr = self.addr;
+        for (i, b) in addr.iter_mut().enumerate() {
+            let keep = (self.len as usize).saturating_sub(i * 8).min(8);
+            *b &= if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+        }
+        Self { addr, ..*self }
+    }
+
+    /// Whether `other` lies inside this prefix.
+    pub fn contains(&self, other: &Cidr) -> bool {
+        self.family == other.family && other.len >= self.len && Cidr { len: self.len, ..*other }.masked() == *self
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.family == 4 {
+            let a = std::net::Ipv4Addr::new(self.addr[0], self.addr[1], self.addr[2], self.addr[3]);
+            write!(f, "{a}/{}", self.len)
+        } else {
+            write!(f, "{}/{}", std::net::Ipv6Addr::from(self.addr), self.len)
+        }
+    }
 }
 
 /// How replies to outbound rows are admitted.
@@ -492,6 +565,8 @@ pub struct Site {
     pub flow_table_size: u32,
     /// Flow timeouts.
     pub timeouts: Timeouts,
+    /// Systems bound to addresses (name as in the matrix → prefixes).
+    pub systems: BTreeMap<String, Vec<Cidr>>,
     /// Where it was read from.
     pub origin: String,
 }
@@ -514,6 +589,7 @@ impl Default for Site {
             egress: EgressMode::default(),
             flow_table_size: ps_common::layout::DEFAULT_FLOW_TABLE_SIZE,
             timeouts: Timeouts::default(),
+            systems: BTreeMap::new(),
             origin: "<defaults>".into(),
         }
     }
@@ -665,7 +741,51 @@ impl Site {
             Some(n) => n.into_inner(),
             None => ps_common::layout::DEFAULT_FLOW_TABLE_SIZE,
         };
+        let mut systems = BTreeMap::new();
+        if f.systems.len() > ps_common::layout::MAX_SYSTEMS {
+            let (_, first) = f.systems.iter().next().expect("non-empty");
+            return Err(field(
+                file,
+                text,
+                first,
+                "systems",
+                format!("at most {} systems can be bound", ps_common::layout::MAX_SYSTEMS),
+            ));
+        }
+        for (name, list) in &f.systems {
+            let fname = format!("systems.\"{name}\"");
+            let known = matrix
+                .rows
+                .iter()
+                .any(|r| r.source_system.eq_ignore_ascii_case(name) || r.destination_system.eq_ignore_ascii_case(name));
+            if !known || name.eq_ignore_ascii_case(&matrix.host_system) {
+                let mut names: Vec<&str> = matrix
+                    .rows
+                    .iter()
+                    .flat_map(|r| [r.source_system.as_str(), r.destination_system.as_str()])
+                    .filter(|n| !n.eq_ignore_ascii_case(&matrix.host_system))
+                    .collect();
+                names.sort();
+                names.dedup();
+                return Err(field(
+                    file,
+                    text,
+                    list,
+                    fname,
+                    format!("no remote system `{name}` in {}; systems: {}", matrix.origin, names.join(", ")),
+                ));
+            }
+            if list.get_ref().is_empty() {
+                return Err(field(file, text, list, fname, "empty list; remove the entry to leave the system unbound"));
+            }
+            let mut cidrs = Vec::new();
+            for c in list.get_ref() {
+                cidrs.push(Cidr::parse(c.get_ref()).map_err(|msg| field(file, text, c, fname.clone(), msg))?);
+            }
+            systems.insert(name.clone(), cidrs);
+        }
         Ok(Self {
+            systems,
             reply_tracking: f.reply_tracking.unwrap_or_default(),
             egress: f.egress.unwrap_or_default(),
             flow_table_size,
@@ -738,6 +858,27 @@ mod tests {
         assert!(e.contains("field `row[3].destination_port`: invalid port `50620000`"), "{e}");
         let line = e.split(':').nth(1).unwrap().parse::<usize>().unwrap();
         assert_eq!(text.lines().nth(line - 1).unwrap(), "destination_port = \"50620000\"");
+    }
+
+    #[test]
+    fn systems_bind_addresses() {
+        let m = Matrix::shipped();
+        let text = "[systems]\n\"Session Manager\" = [\"198.18.0.2/32\", \"fd00::/64\"]\n\"aes\" = [\"10.0.0.0/8\"]\n";
+        let s = Site::parse(text, "s.toml", &m).unwrap();
+        assert_eq!(s.systems["Session Manager"].len(), 2);
+        assert_eq!(s.systems["Session Manager"][1].to_string(), "fd00::/64");
+        let e =
+            Site::parse("[systems]\n\"Sesion Manager\" = [\"198.18.0.2\"]\n", "s.toml", &m).unwrap_err().to_string();
+        assert!(
+            e.starts_with("s.toml:2: field `systems.\"Sesion Manager\"`: no remote system `Sesion Manager`"),
+            "{e}"
+        );
+        let e = Site::parse("[systems]\nAES = [\"10.1.2.3/8\"]\n", "s.toml", &m).unwrap_err().to_string();
+        assert!(e.contains("has host bits set; did you mean 10.0.0.0/8?"), "{e}");
+        let e = Site::parse("[systems]\nAES = [\"10.0.0.0/33\"]\n", "s.toml", &m).unwrap_err().to_string();
+        assert!(e.contains("prefix length must be 0..=32"), "{e}");
+        let a = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(a.contains(&Cidr::parse("10.1.0.0/16").unwrap()) && !a.contains(&Cidr::parse("11.0.0.0/16").unwrap()));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key as LpmKey},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp, XdpMode,
         tc::SchedClassifierLinkId, xdp::XdpLinkId,
@@ -20,9 +20,9 @@ use log::warn;
 use ps_common::{
     GENERATIONS, MAX_IFACES, MAX_IFINDEX,
     layout::{
-        Counter, FLOW_CNT_ENTRIES, FLOW_CNT_SEEDED, FLOW_TCP_CLOSING, FLOW_TCP_ESTABLISHED, FLOW_TCP_SYN_SENT,
-        FLOW_UDP, FlowKey, FlowState, IfaceInfo, MODE_DRY_RUN, MODE_ENFORCE, POLICY_STATEFUL, Policy, PortEntry,
-        RuleEntry, STAT_STRIDE, State, port_index,
+        Counter, DEFAULT_SRC_ENTRIES, FLOW_CNT_ENTRIES, FLOW_CNT_SEEDED, FLOW_TCP_CLOSING, FLOW_TCP_ESTABLISHED,
+        FLOW_TCP_SYN_SENT, FLOW_UDP, FlowKey, FlowState, IfaceInfo, MODE_DRY_RUN, MODE_ENFORCE, POLICY_STATEFUL,
+        Policy, PortEntry, RuleEntry, SRC_KEY_HEADER_BITS, STAT_STRIDE, State, port_index, src_key_data,
     },
     names,
 };
@@ -351,6 +351,7 @@ impl Loaded {
             .map_max_entries(names::MAP_RULE_CNT, MAX_IFACES * cap)
             .map_max_entries(names::MAP_ERULE_CNT, MAX_IFACES * cap)
             .map_max_entries(names::MAP_FLOWS, opts.flow_table_size)
+            .map_max_entries(names::MAP_SRC, GENERATIONS * (set.src_prefixes.len() as u32).max(DEFAULT_SRC_ENTRIES / 2))
             .load(OBJECT)
             .map_err(|source| LoadError::Object {
                 source: Box::new(source),
@@ -514,7 +515,23 @@ impl Loaded {
                 m.set(port_index(g, l4, port), v, 0).map_err(map_err("write", names::MAP_PORTS))?;
             }
         }
+        self.write_sources(set, g)?;
         self.set_state(State { generation: g, mode: mode_word(mode) })
+    }
+
+    /// Replace generation `g`'s source prefixes in `PS_SRC`.
+    fn write_sources(&mut self, set: &RuleSet, g: u32) -> Result<(), LoadError> {
+        let mut m: LpmTrie<&mut MapData, [u8; 20], u64> =
+            LpmTrie::try_from(self.map_mut(names::MAP_SRC)?).map_err(map_err("open", names::MAP_SRC))?;
+        let stale: Vec<LpmKey<[u8; 20]>> = m.keys().filter_map(Result::ok).filter(|k| k.data()[0] == g as u8).collect();
+        for k in stale {
+            m.remove(&k).map_err(map_err("clear", names::MAP_SRC))?;
+        }
+        for (c, mask) in &set.src_prefixes {
+            let key = LpmKey::new(SRC_KEY_HEADER_BITS + c.len as u32, src_key_data(g, c.family, &c.addr));
+            m.insert(&key, *mask, 0).map_err(map_err("write", names::MAP_SRC))?;
+        }
+        Ok(())
     }
 
     fn write_ifaces(&mut self, ifaces: &[(String, u32)]) -> Result<(), LoadError> {

@@ -307,7 +307,10 @@ fn check(config: Option<&Path>, ifaces: &[String], json: bool) -> anyhow::Result
     println!();
     println!("{:<22} {:<5} {:<20} {:<8} {:<6} DESCRIPTION", "RULE", "PROTO", "PORTS", "DIR", "IFACE");
     for r in &set.rules {
-        let scope = r.interfaces.as_ref().map_or("all".to_string(), |i| i.join(","));
+        let mut scope = r.interfaces.as_ref().map_or("all".to_string(), |i| i.join(","));
+        if let Some(sys) = &r.system {
+            scope = format!("{scope}; from {sys}");
+        }
         println!(
             "{:<22} {:<5} {:<20} {:<8} {:<6} {}",
             r.id,

@@ -10,7 +10,10 @@ use ps_common::{
     layout::{IfaceInfo, L4, MODE_DRY_RUN, MODE_ENFORCE, PORTS_PER_GEN, Policy, PortEntry, RuleEntry, State},
 };
 
-use crate::{compile::RuleSet, config::Mode};
+use crate::{
+    compile::RuleSet,
+    config::{Cidr, Mode},
+};
 
 /// A rule set with a mode, readable as the program reads its maps.
 pub struct Model<'a> {
@@ -50,5 +53,18 @@ impl Tables for Model<'_> {
     }
     fn rule(&self, index: u32) -> Option<RuleEntry> {
         self.set.entries.get(index as usize).copied()
+    }
+    fn src_systems(&self, key: &[u8; 20]) -> u64 {
+        // Longest prefix containing the address (the key's header: generation, family).
+        let mut addr = [0u8; 16];
+        addr.copy_from_slice(&key[4..]);
+        let len = if key[1] == 4 { 32 } else { 128 };
+        let host = Cidr { family: key[1], addr, len };
+        self.set
+            .src_prefixes
+            .iter()
+            .filter(|(c, _)| c.contains(&host))
+            .max_by_key(|(c, _)| c.len)
+            .map_or(0, |(_, m)| *m)
     }
 }

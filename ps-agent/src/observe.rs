@@ -45,6 +45,9 @@ pub struct RuleMeta {
     pub description: String,
     /// Counter slot.
     pub counter: u32,
+    /// Bound system whose addresses may send this (`None`: any source).
+    #[serde(default)]
+    pub system: Option<String>,
 }
 
 impl From<&CompiledRule> for RuleMeta {
@@ -59,6 +62,7 @@ impl From<&CompiledRule> for RuleMeta {
             interfaces: r.interfaces.clone(),
             description: r.description.clone(),
             counter: r.counter,
+            system: r.system.clone(),
         }
     }
 }
@@ -160,6 +164,8 @@ pub struct RuleReport {
     pub direction: String,
     /// Interfaces it is limited to.
     pub interfaces: Option<Vec<String>>,
+    /// Bound system whose addresses may send this.
+    pub system: Option<String>,
     /// Description.
     pub description: String,
     /// Packets admitted, all interfaces.
@@ -296,6 +302,7 @@ pub fn report(state: &AgentState, counters: &Counters, mode: Mode, tracked: u64,
             ports: r.ports.clone(),
             direction: r.direction.clone(),
             interfaces: r.interfaces.clone(),
+            system: r.system.clone(),
             description: r.description.clone(),
             packets: all.packets,
             bytes: all.bytes,

@@ -26,6 +26,9 @@ pub trait Tables {
     fn port(&self, index: u32) -> Option<PortEntry>;
     /// `PS_RULES[index]`.
     fn rule(&self, index: u32) -> Option<RuleEntry>;
+    /// `PS_SRC`: the systems the source address belongs to (longest-prefix match over
+    /// `key`, built by [`crate::layout::src_key_data`]); 0 when it belongs to none.
+    fn src_systems(&self, key: &[u8; 20]) -> u64;
     /// Return `v` unchanged, but (in the kernel) unknown to the verifier: see
     /// [`crate::parse::parse_with`].
     #[inline(always)]
@@ -91,7 +94,16 @@ pub unsafe fn decide<T: Tables>(start: usize, end: usize, ifindex: u32, t: &T) -
     let (verdict, packet) = match parsed {
         Parsed::Arp => (Verdict::Pass(PassReason::Arp), Packet::default()),
         Parsed::Drop(r) => (Verdict::Drop(r), Packet::default()),
-        Parsed::Ip(p) => (classify(&p, &policy, state.generation & 1, slot, t), p),
+        Parsed::Ip(p) => {
+            // One longest-prefix match, only when some rule names bound systems.
+            let src = if policy.flags & POLICY_SOURCE_SETS != 0 {
+                // SAFETY: forwarded from the caller.
+                unsafe { source_systems(start, end, &p, state.generation & 1, t) }
+            } else {
+                0
+            };
+            (classify(&p, &policy, state.generation & 1, slot, src, t), p)
+        }
     };
     Some(Decision { verdict, slot, mode: state.mode, rules_cap: policy.rules_cap, packet, policy })
 }
@@ -103,9 +115,37 @@ pub fn decide_slice<T: Tables>(frame: &[u8], ifindex: u32, t: &T) -> Option<Deci
     unsafe { decide(start, start + frame.len(), ifindex, t) }
 }
 
-/// Classify a parsed IP packet.
+/// The systems the packet's source address belongs to.
+///
+/// Not inlined: in the kernel a subprogram with its own stack frame, so the address and
+/// key buffers do not outlive the call in the verifier's view of the caller.
+///
+/// # Safety
+/// `[start, end)` must be the readable frame `p` was parsed from.
+#[inline(never)]
+unsafe fn source_systems<T: Tables>(start: usize, end: usize, p: &Packet, generation: u32, t: &T) -> u64 {
+    let off = p.src_addr_off() as usize;
+    let mut addr = [0u8; 16];
+    if p.ip_version == 4 {
+        if start + off + 4 > end {
+            return 0;
+        }
+        // SAFETY: checked above.
+        addr[..4].copy_from_slice(unsafe { &*((start + off) as *const [u8; 4]) });
+    } else {
+        if start + off + 16 > end {
+            return 0;
+        }
+        // SAFETY: checked above.
+        addr.copy_from_slice(unsafe { &*((start + off) as *const [u8; 16]) });
+    }
+    t.src_systems(&src_key_data(generation, p.ip_version, &addr))
+}
+
+/// Classify a parsed IP packet; `src` is the set of bound systems its source address
+/// belongs to (see [`Tables::src_systems`]).
 #[inline(always)]
-pub fn classify<T: Tables>(p: &Packet, policy: &Policy, generation: u32, slot: u32, t: &T) -> Verdict {
+pub fn classify<T: Tables>(p: &Packet, policy: &Policy, generation: u32, slot: u32, src: u64, t: &T) -> Verdict {
     let l4 = match p.proto {
         IPPROTO_TCP => L4::Tcp,
         IPPROTO_UDP => L4::Udp,
@@ -117,7 +157,7 @@ pub fn classify<T: Tables>(p: &Packet, policy: &Policy, generation: u32, slot: u
     if let Some(e) = t.port(port_index(generation, l4, p.dport))
         && e.inbound != 0
     {
-        match walk(e.inbound, slot, t, |_| Ok(())) {
+        match walk(e.inbound, slot, t, |r| source_ok(r, src)) {
             Ok(counter) => return Verdict::Rule(counter),
             Err(r) => why = r,
         }
@@ -128,7 +168,10 @@ pub fn classify<T: Tables>(p: &Packet, policy: &Policy, generation: u32, slot: u
         // Stateful: the flow table decides (an exact tuple match is stronger than the
         // stateless checks). Stateless: ACK for TCP, and a local port the host uses for
         // outbound connections.
-        let checks = |r: &RuleEntry| if stateful { Ok(()) } else { reply_checks(r, p, policy, p.dport) };
+        let checks = |r: &RuleEntry| {
+            source_ok(r, src)?;
+            if stateful { Ok(()) } else { reply_checks(r, p, policy, p.dport) }
+        };
         match walk(e.reply, slot, t, checks) {
             Ok(counter) if stateful => return Verdict::Tracked(counter),
             Ok(counter) => return Verdict::Rule(counter),
@@ -166,6 +209,12 @@ fn walk<T: Tables>(
         i += 1;
     }
     Err(why)
+}
+
+/// A rule bound to systems admits only their source addresses.
+#[inline(always)]
+fn source_ok(r: &RuleEntry, src: u64) -> Result<(), DropReason> {
+    if r.systems != 0 && r.systems & src == 0 { Err(DropReason::Source) } else { Ok(()) }
 }
 
 /// Stateless reply checks: TCP must carry ACK; the local port must be in the ephemeral

@@ -58,6 +58,27 @@ pub const POLICY_ALLOW_ECHO: u32 = 1 << 0;
 pub const POLICY_STATEFUL: u32 = 1 << 1;
 /// `Policy::flags`: drop egress packets no row allows (default: count them).
 pub const POLICY_EGRESS_ENFORCE: u32 = 1 << 2;
+/// `Policy::flags`: some rule admits only the sources of bound systems; look the source
+/// address up in `PS_SRC` (one longest-prefix match per packet).
+pub const POLICY_SOURCE_SETS: u32 = 1 << 3;
+
+/// Systems that can be bound to addresses (bits of `RuleEntry::systems`).
+pub const MAX_SYSTEMS: usize = 64;
+/// Bits of a `PS_SRC` key before the address: generation, family, padding.
+pub const SRC_KEY_HEADER_BITS: u32 = 32;
+/// Default entries of `PS_SRC` (both generations); resized at load.
+pub const DEFAULT_SRC_ENTRIES: u32 = 1024;
+
+/// `PS_SRC` key data: `[generation, family, 0, 0, address (16 bytes, IPv4 in the first 4)]`,
+/// matched over `SRC_KEY_HEADER_BITS + prefix` bits.
+#[inline(always)]
+pub fn src_key_data(generation: u32, family: u8, addr: &[u8; 16]) -> [u8; 20] {
+    let mut d = [0u8; 20];
+    d[0] = (generation & 1) as u8;
+    d[1] = family;
+    d[4..].copy_from_slice(addr);
+    d
+}
 
 /// Default size of the flow table.
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65536;
@@ -291,6 +312,8 @@ pub struct RuleEntry {
     pub local_lo: u16,
     /// Upper end of the local ports.
     pub local_hi: u16,
+    /// Bound systems (bit n = system n) whose addresses may send this; 0 = any source.
+    pub systems: u64,
 }
 
 /// A packet and byte counter.
@@ -398,7 +421,7 @@ mod tests {
         assert_eq!(size_of::<FlowState>(), 4 + 4 + 8 + 8 + 4 + 4);
         assert_eq!(size_of::<IfaceInfo>(), 8);
         assert_eq!(size_of::<PortEntry>(), 8);
-        assert_eq!(size_of::<RuleEntry>(), 4 + 4 + 4 + 2 + 2);
+        assert_eq!(size_of::<RuleEntry>(), 4 + 4 + 4 + 2 + 2 + 8);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<TokenBucket>(), 16);
     }

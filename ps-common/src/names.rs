@@ -29,11 +29,14 @@ pub const MAP_FLOWS: &str = "PS_FLOWS";
 /// `PerCpuArray<Counter>` indexed by `FLOW_CNT_*`.
 pub const MAP_FLOW_CNT: &str = "PS_FLOW_CNT";
 
+/// `LpmTrie<[u8; 20], u64>`: source prefixes → bound systems.
+pub const MAP_SRC: &str = "PS_SRC";
+
 /// The TC egress program.
 pub const PROG_TC_EGRESS: &str = "ps_tc_egress";
 
 /// All maps the agent pins, in a fixed order.
-pub const PINNED_MAPS: [&str; 12] = [
+pub const PINNED_MAPS: [&str; 13] = [
     MAP_STATE,
     MAP_POLICY,
     MAP_IFACES,
@@ -46,6 +49,7 @@ pub const PINNED_MAPS: [&str; 12] = [
     MAP_ESTAT_CNT,
     MAP_FLOWS,
     MAP_FLOW_CNT,
+    MAP_SRC,
 ];
 
 /// Where `ps-agent run` pins its maps.

@@ -175,18 +175,30 @@ impl Tables for Mini {
             e(0, 4)
         } else if index == port_index(1, L4::Udp, 123) {
             e(0, 5)
+        } else if index == port_index(1, L4::Tcp, 5061) {
+            e(6, 0)
         } else {
             e(0, 0)
         }
+    }
+    fn src_systems(&self, key: &[u8; 20]) -> u64 {
+        // 198.18.0.2 and fd00::2 are system 0 ("SM"); everything else none.
+        let sm4 = src_key_data(key[0] as u32, 4, &[198, 18, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let sm6 = src_key_data(key[0] as u32, 6, &V6_SRC);
+        if *key == sm4 || *key == sm6 { 1 } else { 0 }
     }
     fn rule(&self, index: u32) -> Option<RuleEntry> {
         let all = u32::MAX;
         let reply = ENTRY_LAST | ENTRY_REPLY | ENTRY_EPHEMERAL;
         let r = |flags, counter, iface_mask, local_lo, local_hi| {
-            Some(RuleEntry { flags, counter, iface_mask, local_lo, local_hi })
+            Some(RuleEntry { flags, counter, iface_mask, local_lo, local_hi, systems: 0 })
         };
         match index {
             1 => r(ENTRY_LAST, 0, all, 0, 0),
+            // tcp/5061: only from system 0.
+            6 => {
+                Some(RuleEntry { flags: ENTRY_LAST, counter: 5, iface_mask: all, local_lo: 0, local_hi: 0, systems: 1 })
+            }
             2 => r(ENTRY_LAST, 1, 1 << 1, 0, 0),
             3 => r(reply, 2, all, 0, 0),
             4 => r(reply, 3, all, 0, 0),
@@ -326,4 +338,23 @@ fn flow_keys_match_across_directions() {
         let local: &[u8] = if ko.family == 4 { &V4_SRC } else { &V6_SRC };
         assert_eq!(&ko.local[..local.len()], local);
     }
+}
+
+#[test]
+fn source_sets() {
+    use Verdict::*;
+    let t = Mini { mode: MODE_ENFORCE, flags: POLICY_SOURCE_SETS };
+    let v = |f: &[u8]| decide_slice(f, 1, &t).unwrap().verdict;
+    let from = |src: [u8; 4]| Net::V4 { src, dst: V4_DST, options: vec![], frag: 0 };
+    assert_eq!(v(&frame(&[], &from([198, 18, 0, 2]), &tcp(40000, 5061, TCP_SYN), 0)), Rule(5));
+    assert_eq!(v(&frame(&[], &from([198, 18, 0, 3]), &tcp(40000, 5061, TCP_SYN), 0)), Drop(DropReason::Source));
+    assert_eq!(v(&frame(&[], &v6(), &tcp(40000, 5061, TCP_SYN), 0)), Rule(5), "fd00::2 is bound too");
+    // Unbound rules admit any source.
+    assert_eq!(v(&frame(&[], &from([203, 0, 113, 9]), &tcp(40000, 443, TCP_SYN), 0)), Rule(0));
+    // Without the policy flag no lookup is made: the bound rule sees no systems.
+    let off = Mini { mode: MODE_ENFORCE, flags: 0 };
+    assert_eq!(
+        decide_slice(&frame(&[], &from([198, 18, 0, 2]), &tcp(1, 5061, 2), 0), 1, &off).unwrap().verdict,
+        Drop(DropReason::Source)
+    );
 }

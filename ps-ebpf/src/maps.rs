@@ -2,14 +2,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
 };
 use ps_common::{
     DEFAULT_RULES_CAP, GENERATIONS, MAX_IFACES, MAX_IFINDEX, PORTS_ENTRIES, STAT_STRIDE,
     classify::Tables,
     layout::{
-        Counter, DEFAULT_FLOW_TABLE_SIZE, FLOW_CNT_ENTRIES, FlowKey, FlowState, IfaceInfo, Policy, PortEntry,
-        RuleEntry, State, TokenBucket,
+        Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_SRC_ENTRIES, FLOW_CNT_ENTRIES, FlowKey, FlowState, IfaceInfo, Policy,
+        PortEntry, RuleEntry, State, TokenBucket,
     },
 };
 
@@ -43,6 +43,11 @@ pub static PS_FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entri
 #[map]
 pub static PS_FLOW_CNT: PerCpuArray<Counter> = PerCpuArray::with_max_entries(FLOW_CNT_ENTRIES, 0);
 
+/// Source-address sets: prefix → bound systems (both generations in the key). Resized by
+/// the agent at load time.
+#[map]
+pub static PS_SRC: LpmTrie<[u8; 20], u64> = LpmTrie::with_max_entries(DEFAULT_SRC_ENTRIES, 0);
+
 /// One per-CPU word to hide values from the verifier (see `Tables::launder`).
 #[map]
 pub static PS_SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -70,6 +75,11 @@ impl Tables for Maps {
     #[inline(always)]
     fn rule(&self, index: u32) -> Option<RuleEntry> {
         PS_RULES.get(index).copied()
+    }
+    #[inline(always)]
+    fn src_systems(&self, key: &[u8; 20]) -> u64 {
+        let k = Key::new(ps_common::layout::SRC_KEY_HEADER_BITS + 128, *key);
+        PS_SRC.get(&k).copied().unwrap_or(0)
     }
     #[inline(always)]
     fn launder(&self, v: usize) -> usize {

@@ -203,3 +203,20 @@ fn startup_errors_say_what_is_wrong_and_leave_nothing_behind() {
     assert!(second.log_text().contains("another ps-agent (pid"), "{}", second.log_text());
     assert!(first.stats()["mode"] == "enforce", "the first agent keeps running");
 }
+
+#[test]
+fn bound_systems_admit_only_their_addresses() {
+    let lab = Lab::new("src");
+    let cfg = std::env::temp_dir().join("pst-src.toml");
+    std::fs::write(&cfg, "[systems]\n\"Session Manager\" = [\"198.18.0.2/32\", \"fd00:0::2/128\"]\n").unwrap();
+    let agent = Agent::start(&lab.ps, "src", &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 5061, OPEN), Probe::Refused, "SM's address reaches 5061 (ps-05)");
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V6, 5061, OPEN), Probe::Refused, "and over IPv6");
+    assert_eq!(tcp_probe(&lab.b, PS_ETH1_V4, 5061, DROP), Probe::TimedOut, "another address does not");
+    assert_eq!(tcp_probe(&lab.b, PS_ETH1_V4, 443, OPEN), Probe::Refused, "unbound rows stay port-only");
+    let s = agent.stats();
+    assert!(drops(&s, "source") >= 1, "{}", s["drops"]);
+    let r = s["rules"].as_array().unwrap().iter().find(|r| r["id"] == "ps-05").unwrap();
+    assert_eq!(r["system"], "Session Manager");
+    assert!(r["packets"].as_u64().unwrap() >= 2);
+}
