@@ -5,7 +5,8 @@
 //! - a row whose destination is this host is an **inbound** rule on its destination port;
 //! - a row whose source is this host is an **outbound** flow: a **reply** rule admits
 //!   packets from the row's remote port to a local ephemeral port (TCP only with ACK);
-//! - a row written from its reply side (`Zang 443 → PS Ephemeral`) is an outbound flow;
+//! - a row written from its reply side (`Zang 443 → PS Ephemeral`) is an outbound flow,
+//!   and its mirror image (`PS 162 → NMS Ephemeral`) an inbound one;
 //! - host → host rows (cluster peers) are both;
 //! - rows bound to the management IP apply on the management interface only;
 //! - optional rows that default to closed are off unless the site enables them.
@@ -253,6 +254,15 @@ pub fn compile(config: &Config, host: &HostFacts) -> Result<RuleSet, CompileErro
         if reply_side {
             // Written from its reply side: host → remote's source port.
             push(RuleKind::Reply, row.source_port.ranges().to_vec());
+            continue;
+        }
+        if src_is_host
+            && row.destination_port == PortSpec::Ephemeral
+            && matches!(row.source_port, PortSpec::Ports { .. })
+        {
+            // The mirror image: host port → remote Ephemeral is the reply side of an
+            // inbound flow to the host's port.
+            push(RuleKind::Inbound, row.source_port.ranges().to_vec());
             continue;
         }
         if !dst_is_host && !src_is_host {

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use ps_agent::{
     compile::{HostFacts, compile},
     config::XdpModeName,
+    import::{ImportOptions, import},
     load::{self, Counters},
     observe::{self, AgentState, DEFAULT_STATE_DIR},
     run::{self, RunOptions},
@@ -73,6 +74,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Port-matrix documents and policy files: import, diff.
+    Matrix {
+        #[command(subcommand)]
+        command: MatrixCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MatrixCommand {
+    /// Read an Avaya port matrix (tables copied out of the PDF/DOCX as tab-separated text)
+    /// and write the policy file; exit 1 if a row cannot be read (unless --allow-partial).
+    Import {
+        /// The matrix as text (`-` for stdin).
+        file: PathBuf,
+        /// Product name (default: the document's title).
+        #[arg(long)]
+        product: Option<String>,
+        /// Row id prefix (default: initials of the host system, e.g. `ps`).
+        #[arg(long)]
+        id_prefix: Option<String>,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ImportFormat::Toml)]
+        format: ImportFormat,
+        /// Write what could be read even if some rows could not (they are listed).
+        #[arg(long)]
+        allow_partial: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ImportFormat {
+    Toml,
+    Json,
 }
 
 fn main() {
@@ -105,6 +142,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Stats { json, watch, interval } => stats(&cli.state_dir, json, watch, interval),
         Command::Check { config, ifaces, json } => check(config.as_deref(), &ifaces, json),
+        Command::Matrix {
+            command: MatrixCommand::Import { file, product, id_prefix, output, format, allow_partial },
+        } => matrix_import(&file, ImportOptions { product, id_prefix }, output.as_deref(), format, allow_partial),
     }
 }
 
@@ -213,5 +253,65 @@ fn check(config: Option<&Path>, ifaces: &[String], json: bool) -> anyhow::Result
     }
     println!();
     println!("{} rules, {} port entries, fingerprint {}", set.rules.len(), set.ports.len(), set.fingerprint());
+    Ok(())
+}
+
+fn read_input(path: &Path) -> anyhow::Result<String> {
+    if path == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("failed to read stdin")?;
+        return Ok(s);
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("failed to read `{}`", path.display()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn write_output(output: Option<&Path>, text: &str) -> anyhow::Result<()> {
+    match output {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("failed to write `{}`", p.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn matrix_import(
+    file: &Path,
+    opts: ImportOptions,
+    output: Option<&Path>,
+    format: ImportFormat,
+    allow_partial: bool,
+) -> anyhow::Result<()> {
+    let text = read_input(file)?;
+    let imp = import(&text, &file.display().to_string(), &opts)?;
+    for n in &imp.notes {
+        log::info!("{n}");
+    }
+    if !imp.complete() {
+        eprint!("{}", imp.problem_report());
+        if !allow_partial {
+            bail!(
+                "{} of {} rows of `{}` could not be read (listed above); fix the text, or pass --allow-partial to write the {} that could",
+                imp.problems.len(),
+                imp.problems.len() + imp.rows.len(),
+                file.display(),
+                imp.rows.len()
+            );
+        }
+        log::warn!("--allow-partial: {} rows left out (listed above)", imp.problems.len());
+    }
+    let out = match format {
+        ImportFormat::Toml => imp.to_toml(),
+        ImportFormat::Json => format!("{}\n", serde_json::to_string_pretty(&imp.to_json())?),
+    };
+    write_output(output, &out)?;
+    log::info!(
+        "{}: {} rows from {} table(s), host system `{}`",
+        imp.product,
+        imp.rows.len(),
+        imp.tables.iter().filter(|t| t.kind == ps_agent::import::TableKind::Ports).count(),
+        imp.host_system
+    );
     Ok(())
 }
