@@ -6,6 +6,7 @@
 
 pub mod compile;
 pub mod config;
+pub mod export;
 pub mod import;
 pub mod load;
 pub mod model;

@@ -9,8 +9,9 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use ps_agent::{
-    compile::{HostFacts, compile},
-    config::XdpModeName,
+    compile::{HostFacts, RuleSet, compile},
+    config::{Config, XdpModeName},
+    export::{self, ExportMeta},
     import::{ImportOptions, import},
     load::{self, Counters},
     observe::{self, AgentState, DEFAULT_STATE_DIR},
@@ -74,6 +75,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Render the compiled rule set for nftables, iptables or firewalld (hosts without XDP).
+    Export {
+        /// Target firewall.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Site config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Interface (repeat; default: eth0, eth1).
+        #[arg(long = "iface", short = 'i')]
+        ifaces: Vec<String>,
+        /// Write here instead of stdout (firewalld: a directory, gets services/ and zones/).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Port-matrix documents and policy files: import, diff.
     Matrix {
         #[command(subcommand)]
@@ -104,6 +120,18 @@ enum MatrixCommand {
         #[arg(long)]
         allow_partial: bool,
     },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ExportFormat {
+    /// One `table inet ps_agent` for `nft -f`.
+    Nftables,
+    /// IPv4 rules for `iptables-restore`.
+    Iptables,
+    /// IPv6 rules for `ip6tables-restore`.
+    Ip6tables,
+    /// Zone and service XML files.
+    Firewalld,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -142,6 +170,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Stats { json, watch, interval } => stats(&cli.state_dir, json, watch, interval),
         Command::Check { config, ifaces, json } => check(config.as_deref(), &ifaces, json),
+        Command::Export { format, config, ifaces, output } => {
+            export(format, config.as_deref(), &ifaces, output.as_deref())
+        }
         Command::Matrix {
             command: MatrixCommand::Import { file, product, id_prefix, output, format, allow_partial },
         } => matrix_import(&file, ImportOptions { product, id_prefix }, output.as_deref(), format, allow_partial),
@@ -200,11 +231,57 @@ fn stats(state_dir: &Path, json: bool, watch: bool, interval: f64) -> anyhow::Re
     }
 }
 
-fn check(config: Option<&Path>, ifaces: &[String], json: bool) -> anyhow::Result<()> {
+/// Config with CLI overrides, compiled for this host's ephemeral range.
+fn compiled(config: Option<&Path>, ifaces: &[String]) -> anyhow::Result<(Config, RuleSet)> {
     let cfg = run::prepare(config, ifaces, false, None)?;
     let interfaces = cfg.site.interfaces.clone().unwrap_or_else(|| HostFacts::typical().interfaces);
     let host = HostFacts { ephemeral: load::ephemeral_range(), interfaces };
     let set = compile(&cfg, &host).context("failed to compile the policy")?;
+    Ok((cfg, set))
+}
+
+fn export(format: ExportFormat, config: Option<&Path>, ifaces: &[String], output: Option<&Path>) -> anyhow::Result<()> {
+    let (cfg, set) = compiled(config, ifaces)?;
+    let meta = ExportMeta { product: cfg.matrix.product.clone(), policy: cfg.matrix.origin.clone() };
+    let text = match format {
+        ExportFormat::Nftables => export::nftables(&set, &meta)?,
+        ExportFormat::Iptables => export::iptables(&set, &meta, false)?,
+        ExportFormat::Ip6tables => export::iptables(&set, &meta, true)?,
+        ExportFormat::Firewalld => {
+            let files = export::firewalld(&set, &meta)?;
+            match output {
+                Some(dir) => {
+                    for f in &files {
+                        let p = dir.join(&f.path);
+                        if let Some(parent) = p.parent() {
+                            std::fs::create_dir_all(parent)
+                                .with_context(|| format!("failed to create `{}`", parent.display()))?;
+                        }
+                        std::fs::write(&p, &f.content).with_context(|| format!("failed to write `{}`", p.display()))?;
+                    }
+                    log::info!(
+                        "wrote {} files under {}; install: cp services/*.xml /etc/firewalld/services/ && cp zones/*.xml /etc/firewalld/zones/ && firewall-cmd --reload",
+                        files.len(),
+                        dir.display()
+                    );
+                }
+                None => {
+                    for f in &files {
+                        println!("==> {} <==\n{}", f.path, f.content);
+                    }
+                }
+            }
+            return Ok(());
+        }
+    };
+    for w in &set.warnings {
+        log::warn!("{w}");
+    }
+    write_output(output, &text)
+}
+
+fn check(config: Option<&Path>, ifaces: &[String], json: bool) -> anyhow::Result<()> {
+    let (cfg, set) = compiled(config, ifaces)?;
     if json {
         let v = serde_json::json!({
             "product": cfg.matrix.product,
