@@ -2,6 +2,7 @@
 
 use std::{
     io::{IsTerminal as _, Write as _},
+    net::IpAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -11,6 +12,7 @@ use clap::{Parser, Subcommand};
 use ps_agent::{
     compile::{HostFacts, RuleSet, compile},
     config::{Config, XdpModeName},
+    explain::{self, Proto},
     export::{self, ExportMeta},
     import::{ImportOptions, import},
     load::{self, Counters},
@@ -89,6 +91,46 @@ enum Command {
         /// Write here instead of stdout (firewalld: a directory, gets services/ and zones/).
         #[arg(long, short)]
         output: Option<PathBuf>,
+    },
+    /// The verdict the compiled policy gives a packet (or every frame of a pcap), with the
+    /// rule and matrix rows or the drop reason — computed by the kernel's own classifier.
+    Explain {
+        /// Transport.
+        #[arg(long, value_enum, required_unless_present = "pcap")]
+        proto: Option<Proto>,
+        /// Destination port (TCP/UDP).
+        #[arg(long, required_if_eq_any = [("proto", "tcp"), ("proto", "udp")])]
+        dport: Option<u16>,
+        /// Source port.
+        #[arg(long, default_value_t = 50000)]
+        sport: u16,
+        /// ICMP/ICMPv6 type (with --proto icmp).
+        #[arg(long, default_value_t = 8)]
+        icmp_type: u8,
+        /// Source address (IPv6 makes an IPv6 packet).
+        #[arg(long, default_value = "192.0.2.10")]
+        src: IpAddr,
+        /// Destination address.
+        #[arg(long)]
+        dst: Option<IpAddr>,
+        /// Arrival interface (default: the first enforced interface).
+        #[arg(long)]
+        iface: Option<String>,
+        /// TCP flags, e.g. S, SA, A, FA (default S).
+        #[arg(long)]
+        flags: Option<String>,
+        /// Site config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Replay a classic pcap (Ethernet, raw IP or Linux cooked) and summarize per flow.
+        #[arg(long, conflicts_with_all = ["proto", "dport"])]
+        pcap: Option<PathBuf>,
+        /// This host's own address: its frames in a two-way capture are skipped (repeat).
+        #[arg(long)]
+        local: Vec<IpAddr>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
     },
     /// Port-matrix documents and policy files: import, diff.
     Matrix {
@@ -170,6 +212,55 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Stats { json, watch, interval } => stats(&cli.state_dir, json, watch, interval),
         Command::Check { config, ifaces, json } => check(config.as_deref(), &ifaces, json),
+        Command::Explain { proto, dport, sport, icmp_type, src, dst, iface, flags, config, pcap, local, json } => {
+            let (cfg, set) = compiled(config.as_deref(), &[])?;
+            let iface = iface.unwrap_or_else(|| set.interfaces[0].clone());
+            let slot = set.slot_of(&iface).ok_or_else(|| explain::ExplainError::UnknownInterface {
+                iface: iface.clone(),
+                enforced: set.interfaces.join(", "),
+            })?;
+            if let Some(path) = pcap {
+                let bytes = std::fs::read(&path).with_context(|| format!("failed to read `{}`", path.display()))?;
+                let frames =
+                    explain::read_pcap(&bytes).with_context(|| format!("failed to read `{}`", path.display()))?;
+                let r = explain::replay(&set, cfg.site.mode, &frames, slot, &local);
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    print!("{}", r.render());
+                }
+                return Ok(());
+            }
+            let proto = proto.context("--proto is required")?;
+            let spec = explain::PacketSpec {
+                proto,
+                dport: if proto == Proto::Icmp { icmp_type as u16 } else { dport.context("--dport is required")? },
+                sport,
+                src,
+                dst,
+                flags: explain::parse_flags(flags.as_deref().unwrap_or("S"))?,
+            };
+            let e = explain::explain_frame(&set, &cfg.matrix, cfg.site.mode, &explain::build_frame(&spec)?, slot);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                let what = match proto {
+                    Proto::Icmp => format!("icmp type {icmp_type} from {src} on {iface}"),
+                    _ => format!(
+                        "{} {src}:{sport} -> :{}{} on {iface}",
+                        if proto == Proto::Tcp { "tcp" } else { "udp" },
+                        spec.dport,
+                        if proto == Proto::Tcp {
+                            format!(" flags {}", flags.as_deref().unwrap_or("S"))
+                        } else {
+                            String::new()
+                        }
+                    ),
+                };
+                print!("{}", e.render(&what));
+            }
+            Ok(())
+        }
         Command::Export { format, config, ifaces, output } => {
             export(format, config.as_deref(), &ifaces, output.as_deref())
         }
