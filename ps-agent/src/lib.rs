@@ -6,6 +6,7 @@
 
 pub mod compile;
 pub mod config;
+pub mod diff;
 pub mod explain;
 pub mod export;
 pub mod import;

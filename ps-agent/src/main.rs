@@ -11,7 +11,9 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use ps_agent::{
     compile::{HostFacts, RuleSet, compile},
+    config::Matrix,
     config::{Config, XdpModeName},
+    diff,
     explain::{self, Proto},
     export::{self, ExportMeta},
     import::{ImportOptions, import},
@@ -162,6 +164,17 @@ enum MatrixCommand {
         #[arg(long)]
         allow_partial: bool,
     },
+    /// Rows added, removed and changed between two matrices (policy files, or matrix
+    /// documents as text, which are imported first).
+    Diff {
+        /// The old version.
+        old: PathBuf,
+        /// The new version.
+        new: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -263,6 +276,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Export { format, config, ifaces, output } => {
             export(format, config.as_deref(), &ifaces, output.as_deref())
+        }
+        Command::Matrix { command: MatrixCommand::Diff { old, new, json } } => {
+            let d = diff::diff(&load_matrix(&old)?, &load_matrix(&new)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print!("{}", d.render());
+            }
+            Ok(())
         }
         Command::Matrix {
             command: MatrixCommand::Import { file, product, id_prefix, output, format, allow_partial },
@@ -384,7 +406,7 @@ fn check(config: Option<&Path>, ifaces: &[String], json: bool) -> anyhow::Result
             "fingerprint": set.fingerprint(),
             "rules": set.rules,
             "skipped": set.skipped,
-            "warnings": set.warnings,
+            "warnings": cfg.site.warnings.iter().chain(&set.warnings).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -416,7 +438,7 @@ fn check(config: Option<&Path>, ifaces: &[String], json: bool) -> anyhow::Result
             println!("  {:<8} {}", s.row, s.why);
         }
     }
-    for w in &set.warnings {
+    for w in cfg.site.warnings.iter().chain(&set.warnings) {
         println!("warning: {w}");
     }
     println!();
@@ -482,4 +504,22 @@ fn matrix_import(
         imp.host_system
     );
     Ok(())
+}
+
+/// A policy file, or a matrix document (imported; every row must be readable).
+fn load_matrix(path: &Path) -> anyhow::Result<Matrix> {
+    let text = read_input(path)?;
+    let name = path.display().to_string();
+    if path.extension().is_some_and(|e| e == "toml") || toml::from_str::<toml::Table>(&text).is_ok() {
+        return Ok(Matrix::parse(&text, &name)?);
+    }
+    let imp = import(&text, &name, &ImportOptions::default())?;
+    if !imp.complete() {
+        eprint!("{}", imp.problem_report());
+        bail!(
+            "{} rows of `{name}` could not be read (listed above); import it, fix it, and diff the policy file",
+            imp.problems.len()
+        );
+    }
+    Ok(Matrix::parse(&imp.to_toml(), &name)?)
 }
