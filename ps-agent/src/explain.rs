@@ -578,6 +578,14 @@ mod tests {
         v6.src = "fd00::2".parse().unwrap();
         assert_eq!(explain(&v6, 1).rule.as_deref(), Some("failsafe-dns"));
         assert!(parse_flags("SX").is_err());
+        // Dry-run: the same verdict, but the packet passes.
+        let cfg = Config::shipped();
+        let set = compile(&cfg, &HostFacts::typical()).unwrap();
+        let frame = build_frame(&spec(Proto::Udp, 50000, 9999, "")).unwrap();
+        let e = explain_frame(&set, &cfg.matrix, Mode::DryRun, &frame, 1);
+        assert_eq!((e.verdict.as_str(), e.passes), ("would-drop", true));
+        assert!(e.render("x").contains("dry-run: it passes"));
+        assert!(!explain_frame(&set, &cfg.matrix, Mode::Enforce, &frame, 1).passes);
     }
 
     /// A classic little-endian pcap of `frames`.
