@@ -5,7 +5,8 @@
 //! - a row whose destination is this host is an **inbound** rule on its destination port;
 //! - a row whose source is this host is an **outbound** flow: a **reply** rule admits
 //!   packets from the row's remote port to a local ephemeral port (TCP only with ACK);
-//! - a row written from its reply side (`Zang 443 → PS Ephemeral`) is an outbound flow;
+//! - a row written from its reply side (`Zang 443 → PS Ephemeral`) is an outbound flow,
+//!   and its mirror image (`PS 162 → NMS Ephemeral`) an inbound one;
 //! - host → host rows (cluster peers) are both;
 //! - rows bound to the management IP apply on the management interface only;
 //! - optional rows that default to closed are off unless the site enables them.
@@ -265,18 +266,17 @@ pub fn compile(config: &Config, host: &HostFacts) -> Result<RuleSet, CompileErro
         let scope = row.management_only.then(|| vec![mgmt.clone()]);
         // The remote end: the source of an inbound flow, the destination of an outbound one.
         let bound = |name: &str| site.systems.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned();
+        // The remote end, whatever the rule's direction: the row's other system (for host ↔
+        // host rows, the cluster peers, the host system itself).
+        let remote = if dst_is_host && !src_is_host {
+            &row.source_system
+        } else if src_is_host && !dst_is_host {
+            &row.destination_system
+        } else {
+            &config.matrix.host_system
+        };
+        let system = bound(remote);
         let mut push = |kind: RuleKind, ports: Vec<(u16, u16)>| {
-            let remote = if kind == RuleKind::Inbound && dst_is_host && !src_is_host {
-                &row.source_system
-            } else if kind == RuleKind::Reply && src_is_host && !dst_is_host {
-                &row.destination_system
-            } else if kind == RuleKind::Reply && dst_is_host && !src_is_host {
-                // Written from its reply side (Zang 443 → PS Ephemeral).
-                &row.source_system
-            } else {
-                // Host ↔ host (cluster peers): the remote is the host system itself.
-                &config.matrix.host_system
-            };
             for &transport in &row.transports {
                 drafts.push(Draft {
                     rows: vec![row.id.clone()],
@@ -287,7 +287,7 @@ pub fn compile(config: &Config, host: &HostFacts) -> Result<RuleSet, CompileErro
                     local: if kind == RuleKind::Reply { ephemeral_reply } else { None },
                     interfaces: scope.clone(),
                     descriptions: vec![row.description.clone()],
-                    system: bound(remote),
+                    system: system.clone(),
                 });
             }
         };
@@ -297,6 +297,15 @@ pub fn compile(config: &Config, host: &HostFacts) -> Result<RuleSet, CompileErro
         if reply_side {
             // Written from its reply side: host → remote's source port.
             push(RuleKind::Reply, row.source_port.ranges().to_vec());
+            continue;
+        }
+        if src_is_host
+            && row.destination_port == PortSpec::Ephemeral
+            && matches!(row.source_port, PortSpec::Ports { .. })
+        {
+            // The mirror image: host port → remote Ephemeral is the reply side of an
+            // inbound flow to the host's port.
+            push(RuleKind::Inbound, row.source_port.ranges().to_vec());
             continue;
         }
         if !dst_is_host && !src_is_host {
@@ -577,6 +586,14 @@ impl RuleSet {
     /// The rule with this counter slot.
     pub fn rule_by_counter(&self, counter: u32) -> Option<&CompiledRule> {
         self.rules.get(counter as usize)
+    }
+
+    /// The source prefixes a bound rule admits (none for an unbound rule), without
+    /// prefixes that lie inside another one of the list (export formats want disjoint sets).
+    pub fn prefixes_of(&self, r: &CompiledRule) -> Vec<Cidr> {
+        let mine: Vec<Cidr> =
+            self.src_prefixes.iter().filter(|(_, m)| m & r.system_mask != 0).map(|(c, _)| *c).collect();
+        mine.iter().filter(|c| !mine.iter().any(|o| o != *c && o.contains(c))).copied().collect()
     }
 
     /// Slot of an interface name (1-based), if enforced.

@@ -18,6 +18,9 @@ use crate::portspec::{PortSpec, parse_ranges};
 pub const SHIPPED_MATRIX: &str = include_str!("../../policy/ps-8.1.2.toml");
 /// How the shipped matrix is named in messages.
 pub const SHIPPED_MATRIX_NAME: &str = "<built-in policy/ps-8.1.2.toml>";
+/// Where an operator who upgraded the matrix finds what changed.
+const UPGRADE_HINT: &str =
+    "if the policy was upgraded, `ps-agent matrix diff OLD NEW` shows the rows added, removed and renumbered";
 /// Default site config path.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ps-agent/config.toml";
 
@@ -569,6 +572,8 @@ pub struct Site {
     pub systems: BTreeMap<String, Vec<Cidr>>,
     /// Where it was read from.
     pub origin: String,
+    /// Things the operator should clean up (e.g. a disabled row the matrix no longer has).
+    pub warnings: Vec<String>,
 }
 
 impl Default for Site {
@@ -591,6 +596,7 @@ impl Default for Site {
             timeouts: Timeouts::default(),
             systems: BTreeMap::new(),
             origin: "<defaults>".into(),
+            warnings: vec![],
         }
     }
 }
@@ -643,27 +649,37 @@ impl Site {
     /// Validate site-config text against `matrix`.
     pub fn parse(text: &str, file: &str, matrix: &Matrix) -> Result<Self, ConfigError> {
         let f: SiteFile = toml::from_str(text).map_err(|e| syntax(file, text, e))?;
+        let missing = |id: &str| {
+            format!(
+                "no row `{id}` in {} (ids run {}..{})",
+                matrix.origin,
+                matrix.rows.first().map_or("", |r| r.id.as_str()),
+                matrix.rows.last().map_or("", |r| r.id.as_str()),
+            )
+        };
         let known = |id: &Spanned<String>, name: &str| -> Result<String, ConfigError> {
             if matrix.row(id.get_ref()).is_some() {
                 Ok(id.get_ref().clone())
             } else {
-                Err(field(
-                    file,
-                    text,
-                    id,
-                    name,
-                    format!(
-                        "no row `{}` in {} (ids run {}..{})",
-                        id.get_ref(),
-                        matrix.origin,
-                        matrix.rows.first().map_or("", |r| r.id.as_str()),
-                        matrix.rows.last().map_or("", |r| r.id.as_str()),
-                    ),
-                ))
+                Err(field(file, text, id, name, format!("{}; {UPGRADE_HINT}", missing(id.get_ref()))))
             }
         };
         let enable = f.rows.enable.iter().map(|id| known(id, "rows.enable")).collect::<Result<Vec<_>, _>>()?;
-        let disable = f.rows.disable.iter().map(|id| known(id, "rows.disable")).collect::<Result<Vec<_>, _>>()?;
+        // Disabling a row the matrix no longer has is moot (nothing to close): after an
+        // upgrade it must not stop the agent, but the operator should clean it up.
+        let mut warnings = Vec::new();
+        let mut disable = Vec::new();
+        for id in &f.rows.disable {
+            if matrix.row(id.get_ref()).is_some() {
+                disable.push(id.get_ref().clone());
+            } else {
+                warnings.push(format!(
+                    "{file}:{}: field `rows.disable`: {}; ignored (nothing to close) — remove it, or check that the row was not renumbered: {UPGRADE_HINT}",
+                    line_col(text, id.span().start).0,
+                    missing(id.get_ref())
+                ));
+            }
+        }
         for id in &f.rows.enable {
             if f.rows.disable.iter().any(|d| d.get_ref() == id.get_ref()) {
                 return Err(field(
@@ -679,7 +695,7 @@ impl Site {
         for (id, spec) in &f.ports {
             let name = format!("ports.{id}");
             let Some(row) = matrix.row(id) else {
-                return Err(field(file, text, spec, name, format!("no row `{id}` in {}", matrix.origin)));
+                return Err(field(file, text, spec, name, format!("{}; {UPGRADE_HINT}", missing(id))));
             };
             let overridable =
                 matches!(row.destination_port, PortSpec::Ports { configurable: true, .. } | PortSpec::SiteSupplied(_));
@@ -802,6 +818,7 @@ impl Site {
             ports,
             rules,
             origin: file.to_string(),
+            warnings,
         })
     }
 }
@@ -849,6 +866,20 @@ mod tests {
         let text = "interfaces = [\"eth0\"]\nbogus = 1\n";
         let e = Site::parse(text, "site.toml", &m).unwrap_err().to_string();
         assert!(e.starts_with("site.toml:2:1: unknown field `bogus`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_row_ids_after_an_upgrade() {
+        let m = Matrix::shipped();
+        // Disabling a row that is gone: a warning naming the row, not an error.
+        let s = Site::parse("[rows]\ndisable = [\"ps-27\", \"ps-28\"]\n", "site.toml", &m).unwrap();
+        assert_eq!(s.disable, ["ps-27"]);
+        assert_eq!(s.warnings.len(), 1);
+        assert!(s.warnings[0].starts_with("site.toml:2: field `rows.disable`: no row `ps-28`"), "{}", s.warnings[0]);
+        assert!(s.warnings[0].contains("matrix diff"));
+        // Enabling or overriding one stays an error: a flow the site needs would be missing.
+        let e = Site::parse("[ports]\nps-28 = \"5223\"\n", "site.toml", &m).unwrap_err().to_string();
+        assert!(e.starts_with("site.toml:2: field `ports.ps-28`: no row `ps-28`") && e.contains("matrix diff"), "{e}");
     }
 
     #[test]

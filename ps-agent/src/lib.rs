@@ -7,7 +7,11 @@
 pub mod coexist;
 pub mod compile;
 pub mod config;
+pub mod diff;
 pub mod doctor;
+pub mod explain;
+pub mod export;
+pub mod import;
 pub mod install;
 pub mod load;
 pub mod model;

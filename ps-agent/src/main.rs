@@ -2,6 +2,7 @@
 
 use std::{
     io::{IsTerminal as _, Write as _},
+    net::IpAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -9,9 +10,14 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use ps_agent::{
-    compile::{HostFacts, compile},
-    config::XdpModeName,
-    doctor, install,
+    compile::{HostFacts, RuleSet, compile},
+    config::Matrix,
+    config::{Config, XdpModeName},
+    diff, doctor,
+    explain::{self, Proto},
+    export::{self, ExportMeta},
+    import::{ImportOptions, import},
+    install,
     load::{self, Counters},
     observe::{self, AgentState, DEFAULT_STATE_DIR},
     run::{self, RunOptions},
@@ -114,6 +120,120 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Render the compiled rule set for nftables, iptables or firewalld (hosts without XDP).
+    Export {
+        /// Target firewall.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Site config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Interface (repeat; default: eth0, eth1).
+        #[arg(long = "iface", short = 'i')]
+        ifaces: Vec<String>,
+        /// Write here instead of stdout (firewalld: a directory, gets services/ and zones/).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// The verdict the compiled policy gives a packet (or every frame of a pcap), with the
+    /// rule and matrix rows or the drop reason — computed by the kernel's own classifier.
+    Explain {
+        /// Transport.
+        #[arg(long, value_enum, required_unless_present = "pcap")]
+        proto: Option<Proto>,
+        /// Destination port (TCP/UDP).
+        #[arg(long, required_if_eq_any = [("proto", "tcp"), ("proto", "udp")])]
+        dport: Option<u16>,
+        /// Source port.
+        #[arg(long, default_value_t = 50000)]
+        sport: u16,
+        /// ICMP/ICMPv6 type (with --proto icmp).
+        #[arg(long, default_value_t = 8)]
+        icmp_type: u8,
+        /// Source address (IPv6 makes an IPv6 packet).
+        #[arg(long, default_value = "192.0.2.10")]
+        src: IpAddr,
+        /// Destination address.
+        #[arg(long)]
+        dst: Option<IpAddr>,
+        /// Arrival interface (default: the first enforced interface).
+        #[arg(long)]
+        iface: Option<String>,
+        /// TCP flags, e.g. S, SA, A, FA (default S).
+        #[arg(long)]
+        flags: Option<String>,
+        /// Site config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Replay a classic pcap (Ethernet, raw IP or Linux cooked) and summarize per flow.
+        #[arg(long, conflicts_with_all = ["proto", "dport"])]
+        pcap: Option<PathBuf>,
+        /// This host's own address: its frames in a two-way capture are skipped (repeat).
+        #[arg(long)]
+        local: Vec<IpAddr>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Port-matrix documents and policy files: import, diff.
+    Matrix {
+        #[command(subcommand)]
+        command: MatrixCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MatrixCommand {
+    /// Read an Avaya port matrix (tables copied out of the PDF/DOCX as tab-separated text)
+    /// and write the policy file; exit 1 if a row cannot be read (unless --allow-partial).
+    Import {
+        /// The matrix as text (`-` for stdin).
+        file: PathBuf,
+        /// Product name (default: the document's title).
+        #[arg(long)]
+        product: Option<String>,
+        /// Row id prefix (default: initials of the host system, e.g. `ps`).
+        #[arg(long)]
+        id_prefix: Option<String>,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ImportFormat::Toml)]
+        format: ImportFormat,
+        /// Write what could be read even if some rows could not (they are listed).
+        #[arg(long)]
+        allow_partial: bool,
+    },
+    /// Rows added, removed and changed between two matrices (policy files, or matrix
+    /// documents as text, which are imported first).
+    Diff {
+        /// The old version.
+        old: PathBuf,
+        /// The new version.
+        new: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ExportFormat {
+    /// One `table inet ps_agent` for `nft -f`.
+    Nftables,
+    /// IPv4 rules for `iptables-restore`.
+    Iptables,
+    /// IPv6 rules for `ip6tables-restore`.
+    Ip6tables,
+    /// Zone and service XML files.
+    Firewalld,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ImportFormat {
+    Toml,
+    Json,
 }
 
 /// Paths of `install` / `uninstall`.
@@ -155,6 +275,70 @@ fn main() {
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Explain { proto, dport, sport, icmp_type, src, dst, iface, flags, config, pcap, local, json } => {
+            let (cfg, set) = compiled(config.as_deref(), &[])?;
+            let iface = iface.unwrap_or_else(|| set.interfaces[0].clone());
+            let slot = set.slot_of(&iface).ok_or_else(|| explain::ExplainError::UnknownInterface {
+                iface: iface.clone(),
+                enforced: set.interfaces.join(", "),
+            })?;
+            if let Some(path) = pcap {
+                let bytes = std::fs::read(&path).with_context(|| format!("failed to read `{}`", path.display()))?;
+                let frames =
+                    explain::read_pcap(&bytes).with_context(|| format!("failed to read `{}`", path.display()))?;
+                let r = explain::replay(&set, cfg.site.mode, &frames, slot, &local);
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    print!("{}", r.render());
+                }
+                return Ok(());
+            }
+            let proto = proto.context("--proto is required")?;
+            let spec = explain::PacketSpec {
+                proto,
+                dport: if proto == Proto::Icmp { icmp_type as u16 } else { dport.context("--dport is required")? },
+                sport,
+                src,
+                dst,
+                flags: explain::parse_flags(flags.as_deref().unwrap_or("S"))?,
+            };
+            let e = explain::explain_frame(&set, &cfg.matrix, cfg.site.mode, &explain::build_frame(&spec)?, slot);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                let what = match proto {
+                    Proto::Icmp => format!("icmp type {icmp_type} from {src} on {iface}"),
+                    _ => format!(
+                        "{} {src}:{sport} -> :{}{} on {iface}",
+                        if proto == Proto::Tcp { "tcp" } else { "udp" },
+                        spec.dport,
+                        if proto == Proto::Tcp {
+                            format!(" flags {}", flags.as_deref().unwrap_or("S"))
+                        } else {
+                            String::new()
+                        }
+                    ),
+                };
+                print!("{}", e.render(&what));
+            }
+            Ok(())
+        }
+        Command::Export { format, config, ifaces, output } => {
+            export(format, config.as_deref(), &ifaces, output.as_deref())
+        }
+        Command::Matrix { command: MatrixCommand::Diff { old, new, json } } => {
+            let d = diff::diff(&load_matrix(&old)?, &load_matrix(&new)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print!("{}", d.render());
+            }
+            Ok(())
+        }
+        Command::Matrix {
+            command: MatrixCommand::Import { file, product, id_prefix, output, format, allow_partial },
+        } => matrix_import(&file, ImportOptions { product, id_prefix }, output.as_deref(), format, allow_partial),
         Command::Run { config, ifaces, dry_run, xdp_mode, force } => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
             rt.block_on(run::run(RunOptions {
@@ -276,11 +460,57 @@ fn stats(state_dir: &Path, json: bool, watch: bool, interval: f64) -> anyhow::Re
     }
 }
 
-fn check(config: Option<&Path>, ifaces: &[String], json: bool) -> anyhow::Result<()> {
+/// Config with CLI overrides, compiled for this host's ephemeral range.
+fn compiled(config: Option<&Path>, ifaces: &[String]) -> anyhow::Result<(Config, RuleSet)> {
     let cfg = run::prepare(config, ifaces, false, None)?;
     let interfaces = cfg.site.interfaces.clone().unwrap_or_else(|| HostFacts::typical().interfaces);
     let host = HostFacts { ephemeral: load::ephemeral_range(), interfaces };
     let set = compile(&cfg, &host).context("failed to compile the policy")?;
+    Ok((cfg, set))
+}
+
+fn export(format: ExportFormat, config: Option<&Path>, ifaces: &[String], output: Option<&Path>) -> anyhow::Result<()> {
+    let (cfg, set) = compiled(config, ifaces)?;
+    let meta = ExportMeta { product: cfg.matrix.product.clone(), policy: cfg.matrix.origin.clone() };
+    let text = match format {
+        ExportFormat::Nftables => export::nftables(&set, &meta)?,
+        ExportFormat::Iptables => export::iptables(&set, &meta, false)?,
+        ExportFormat::Ip6tables => export::iptables(&set, &meta, true)?,
+        ExportFormat::Firewalld => {
+            let files = export::firewalld(&set, &meta)?;
+            match output {
+                Some(dir) => {
+                    for f in &files {
+                        let p = dir.join(&f.path);
+                        if let Some(parent) = p.parent() {
+                            std::fs::create_dir_all(parent)
+                                .with_context(|| format!("failed to create `{}`", parent.display()))?;
+                        }
+                        std::fs::write(&p, &f.content).with_context(|| format!("failed to write `{}`", p.display()))?;
+                    }
+                    log::info!(
+                        "wrote {} files under {}; install: cp services/*.xml /etc/firewalld/services/ && cp zones/*.xml /etc/firewalld/zones/ && firewall-cmd --reload",
+                        files.len(),
+                        dir.display()
+                    );
+                }
+                None => {
+                    for f in &files {
+                        println!("==> {} <==\n{}", f.path, f.content);
+                    }
+                }
+            }
+            return Ok(());
+        }
+    };
+    for w in &set.warnings {
+        log::warn!("{w}");
+    }
+    write_output(output, &text)
+}
+
+fn check(config: Option<&Path>, ifaces: &[String], json: bool) -> anyhow::Result<()> {
+    let (cfg, set) = compiled(config, ifaces)?;
     if json {
         let v = serde_json::json!({
             "product": cfg.matrix.product,
@@ -292,7 +522,7 @@ fn check(config: Option<&Path>, ifaces: &[String], json: bool) -> anyhow::Result
             "fingerprint": set.fingerprint(),
             "rules": set.rules,
             "skipped": set.skipped,
-            "warnings": set.warnings,
+            "warnings": cfg.site.warnings.iter().chain(&set.warnings).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -328,10 +558,88 @@ fn check(config: Option<&Path>, ifaces: &[String], json: bool) -> anyhow::Result
             println!("  {:<8} {}", s.row, s.why);
         }
     }
-    for w in &set.warnings {
+    for w in cfg.site.warnings.iter().chain(&set.warnings) {
         println!("warning: {w}");
     }
     println!();
     println!("{} rules, {} port entries, fingerprint {}", set.rules.len(), set.ports.len(), set.fingerprint());
     Ok(())
+}
+
+fn read_input(path: &Path) -> anyhow::Result<String> {
+    if path == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("failed to read stdin")?;
+        return Ok(s);
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("failed to read `{}`", path.display()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn write_output(output: Option<&Path>, text: &str) -> anyhow::Result<()> {
+    match output {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("failed to write `{}`", p.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn matrix_import(
+    file: &Path,
+    opts: ImportOptions,
+    output: Option<&Path>,
+    format: ImportFormat,
+    allow_partial: bool,
+) -> anyhow::Result<()> {
+    let text = read_input(file)?;
+    let imp = import(&text, &file.display().to_string(), &opts)?;
+    for n in &imp.notes {
+        log::info!("{n}");
+    }
+    if !imp.complete() {
+        eprint!("{}", imp.problem_report());
+        if !allow_partial {
+            bail!(
+                "{} of {} rows of `{}` could not be read (listed above); fix the text, or pass --allow-partial to write the {} that could",
+                imp.problems.len(),
+                imp.problems.len() + imp.rows.len(),
+                file.display(),
+                imp.rows.len()
+            );
+        }
+        log::warn!("--allow-partial: {} rows left out (listed above)", imp.problems.len());
+    }
+    let out = match format {
+        ImportFormat::Toml => imp.to_toml(),
+        ImportFormat::Json => format!("{}\n", serde_json::to_string_pretty(&imp.to_json())?),
+    };
+    write_output(output, &out)?;
+    log::info!(
+        "{}: {} rows from {} table(s), host system `{}`",
+        imp.product,
+        imp.rows.len(),
+        imp.tables.iter().filter(|t| t.kind == ps_agent::import::TableKind::Ports).count(),
+        imp.host_system
+    );
+    Ok(())
+}
+
+/// A policy file, or a matrix document (imported; every row must be readable).
+fn load_matrix(path: &Path) -> anyhow::Result<Matrix> {
+    let text = read_input(path)?;
+    let name = path.display().to_string();
+    if path.extension().is_some_and(|e| e == "toml") || toml::from_str::<toml::Table>(&text).is_ok() {
+        return Ok(Matrix::parse(&text, &name)?);
+    }
+    let imp = import(&text, &name, &ImportOptions::default())?;
+    if !imp.complete() {
+        eprint!("{}", imp.problem_report());
+        bail!(
+            "{} rows of `{name}` could not be read (listed above); import it, fix it, and diff the policy file",
+            imp.problems.len()
+        );
+    }
+    Ok(Matrix::parse(&imp.to_toml(), &name)?)
 }

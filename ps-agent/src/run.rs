@@ -182,7 +182,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let host =
         HostFacts { ephemeral: load::ephemeral_range(), interfaces: ifaces.iter().map(|(n, _)| n.clone()).collect() };
     let set = compile(&cfg, &host)?;
-    for w in &set.warnings {
+    for w in cfg.site.warnings.iter().chain(&set.warnings) {
         warn!("{w}");
     }
     claim(&opts.state_dir, &opts.pin_dir)?;
