@@ -62,5 +62,6 @@ fn site_config_example_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../policy/site-example.toml");
     let (code, out, err) = agent(&["check", "--config", example]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ps-07+ps-08"), "the example enables MS federation: {out}");
+    assert!(out.contains("\nps-07 ") && out.contains("\nps-08 "), "the example enables MS federation: {out}");
+    assert!(out.contains("from Session Manager"), "and binds Session Manager: {out}");
 }
