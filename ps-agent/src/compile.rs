@@ -193,6 +193,8 @@ pub struct RuleSet {
     /// Source prefixes → the bound systems they belong to (every system with a prefix that
     /// contains them, so a longest-prefix match yields the whole set).
     pub src_prefixes: Vec<(Cidr, u64)>,
+    /// First counter slot never used (grows across reloads, see [`RuleSet::keep_counters`]).
+    pub next_counter: u32,
 }
 
 /// Bit of a bound system: systems are numbered in name order.
@@ -432,7 +434,18 @@ pub fn compile(config: &Config, host: &HostFacts) -> Result<RuleSet, CompileErro
         tcp_closing_timeout_s: t.tcp_closing,
         udp_timeout_s: t.udp,
     };
-    Ok(RuleSet { rules, policy, ports, entries, interfaces: host.interfaces.clone(), skipped, warnings, src_prefixes })
+    let next_counter = rules.len() as u32;
+    Ok(RuleSet {
+        rules,
+        policy,
+        ports,
+        entries,
+        interfaces: host.interfaces.clone(),
+        skipped,
+        warnings,
+        src_prefixes,
+        next_counter,
+    })
 }
 
 fn resolve_ports(row: &Row, config: &Config) -> Result<Vec<(u16, u16)>, CompileError> {
@@ -585,7 +598,38 @@ fn build_tables(rules: &[CompiledRule], host: &HostFacts) -> Result<Tables, Comp
 impl RuleSet {
     /// The rule with this counter slot.
     pub fn rule_by_counter(&self, counter: u32) -> Option<&CompiledRule> {
-        self.rules.get(counter as usize)
+        self.rules.iter().find(|r| r.counter == counter)
+    }
+
+    /// The same rule set with the counter slots of `prev` kept for the rules both have
+    /// (same id, transport and direction), so a reload does not move counts between
+    /// rules. New rules get slots no rule of `prev` used.
+    pub fn keep_counters(mut self, prev: &RuleSet) -> RuleSet {
+        let key = |r: &CompiledRule| (r.id.clone(), r.transport, r.kind);
+        let old: HashMap<_, u32> = prev.rules.iter().map(|r| (key(r), r.counter)).collect();
+        let mut next = prev.rules.iter().map(|r| r.counter + 1).max().unwrap_or(0).max(prev.next_counter);
+        let mut remap: HashMap<u32, u32> = HashMap::new();
+        for r in &mut self.rules {
+            let slot = match old.get(&key(r)) {
+                Some(&c) => c,
+                None => {
+                    next += 1;
+                    next - 1
+                }
+            };
+            remap.insert(r.counter, slot);
+            r.counter = slot;
+        }
+        for e in self.entries.iter_mut().skip(1) {
+            e.counter = remap[&e.counter];
+        }
+        self.next_counter = next;
+        self
+    }
+
+    /// The highest counter slot in use, plus one.
+    pub fn counters_used(&self) -> u32 {
+        self.rules.iter().map(|r| r.counter + 1).max().unwrap_or(0).max(self.next_counter)
     }
 
     /// The source prefixes a bound rule admits (none for an unbound rule), without
@@ -725,6 +769,30 @@ mod tests {
         let dhcp = set.entries[set.ports[&(L4::Udp, 67)].reply as usize];
         assert_eq!((dhcp.flags & ENTRY_EPHEMERAL, dhcp.local_lo, dhcp.local_hi), (0, 68, 68));
         assert!(!set.ports.contains_key(&(L4::Tcp, 5063)), "optional closed rows have no entries");
+    }
+
+    #[test]
+    fn reload_keeps_counter_slots() {
+        let before = shipped();
+        let mut cfg = Config::shipped();
+        cfg.site.enable.push("ps-18".into()); // a new rule
+        cfg.site.disable.push("ps-15".into()); // a removed one
+        let after = compile(&cfg, &HostFacts::typical()).unwrap().keep_counters(&before);
+        let slot = |s: &RuleSet, id: &str| s.rules.iter().find(|r| r.id == id).map(|r| r.counter);
+        for id in ["ps-01+ps-02", "ps-04", "failsafe-ssh", "ps-27"] {
+            assert_eq!(slot(&after, id), slot(&before, id), "{id} keeps its counter");
+        }
+        assert_eq!(slot(&after, "ps-15"), None);
+        let new = slot(&after, "ps-18").unwrap();
+        assert!(before.rules.iter().all(|r| r.counter != new), "a new rule gets an unused slot");
+        // The tables point at the remapped slots.
+        let e = after.entries[after.ports[&(L4::Tcp, 1050)].reply as usize];
+        assert_eq!(e.counter, new);
+        let e = after.entries[after.ports[&(L4::Tcp, 5062)].reply as usize];
+        assert_eq!(Some(e.counter), slot(&before, "ps-04"));
+        // And again: slots keep growing, never reused.
+        let third = compile(&Config::shipped(), &HostFacts::typical()).unwrap().keep_counters(&after);
+        assert_eq!(slot(&third, "ps-15").map(|c| c >= after.counters_used()), Some(true));
     }
 
     #[test]

@@ -305,8 +305,12 @@ pub struct Attached {
 /// The loaded program and its maps.
 pub struct Loaded {
     ebpf: Ebpf,
-    links: Vec<XdpLinkId>,
-    tc_links: Vec<SchedClassifierLinkId>,
+    links: Vec<(String, XdpLinkId)>,
+    tc_links: Vec<(String, SchedClassifierLinkId)>,
+    /// Port-table entries written into each generation (to clear on the next write).
+    written: [std::collections::BTreeSet<(ps_common::layout::L4, u16)>; 2],
+    /// The active generation.
+    generation: u32,
     /// Counter capacity the maps were sized for.
     pub rules_cap: u32,
     policy: Option<(RuleSet, u32, Mode)>,
@@ -357,9 +361,17 @@ impl Loaded {
                 source: Box::new(source),
                 hint: " (is this kernel 5.10 or newer with CONFIG_BPF_SYSCALL? run `ps-agent doctor`)",
             })?;
-        let mut me = Self { ebpf, links: vec![], tc_links: vec![], rules_cap: cap, policy: None };
+        let mut me = Self {
+            ebpf,
+            links: vec![],
+            tc_links: vec![],
+            written: Default::default(),
+            generation: 0,
+            rules_cap: cap,
+            policy: None,
+        };
         me.write_policy(set, 0, opts.mode)?;
-        me.write_ifaces(ifaces)?;
+        me.write_ifaces(ifaces, 1)?;
         let log_dir = &opts.verifier_log_dir;
         let r = me.xdp_mut()?.load();
         r.map_err(|e| load_error(names::PROG_XDP, e, log_dir))?;
@@ -393,20 +405,25 @@ impl Loaded {
     /// clsact qdisc before).
     pub fn attach_egress(&mut self, ifaces: &[(String, u32)]) -> Result<(), LoadError> {
         for (name, _) in ifaces {
-            // Before 6.6 the program hangs off a clsact qdisc; it may exist already.
-            let tcx = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
-            if !tcx {
-                let _ = aya::programs::tc::qdisc_add_clsact(name);
-            }
-            let r = self.tc_mut()?.attach(name, TcAttachType::Egress);
-            match r {
-                Ok(id) => self.tc_links.push(id),
-                Err(source) => {
-                    self.detach_egress();
-                    return Err(LoadError::AttachEgress { iface: name.clone(), source: Box::new(source) });
-                }
+            if let Err(e) = self.attach_egress_one(name) {
+                self.detach_egress();
+                return Err(e);
             }
         }
+        Ok(())
+    }
+
+    fn attach_egress_one(&mut self, name: &str) -> Result<(), LoadError> {
+        // Before 6.6 the program hangs off a clsact qdisc; it may exist already.
+        let tcx = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
+        if !tcx {
+            let _ = aya::programs::tc::qdisc_add_clsact(name);
+        }
+        let id = self
+            .tc_mut()?
+            .attach(name, TcAttachType::Egress)
+            .map_err(|source| LoadError::AttachEgress { iface: name.into(), source: Box::new(source) })?;
+        self.tc_links.push((name.into(), id));
         Ok(())
     }
 
@@ -414,10 +431,49 @@ impl Loaded {
     pub fn detach_egress(&mut self) {
         let links = std::mem::take(&mut self.tc_links);
         if let Ok(prog) = self.tc_mut() {
-            for l in links {
+            for (_, l) in links {
                 let _ = prog.detach(l);
             }
         }
+    }
+
+    /// Whether the egress program is attached anywhere.
+    pub fn egress_attached(&self) -> bool {
+        !self.tc_links.is_empty()
+    }
+
+    /// Attach again to an interface that disappeared and came back (a new ifindex): forget
+    /// the links to the old device, point the interface table at the new one, attach the
+    /// egress program (if it runs elsewhere) and XDP.
+    pub fn reattach(&mut self, name: &str, ifindex: u32, slot: u32, mode: XdpModeName) -> Result<Attached, LoadError> {
+        let stale: Vec<XdpLinkId> = extract(&mut self.links, name);
+        if let Ok(prog) = self.xdp_mut() {
+            for l in stale {
+                let _ = prog.detach(l);
+            }
+        }
+        let stale_tc = extract(&mut self.tc_links, name);
+        let egress = !stale_tc.is_empty();
+        if let Ok(prog) = self.tc_mut() {
+            for l in stale_tc {
+                let _ = prog.detach(l);
+            }
+        }
+        if ifindex >= MAX_IFINDEX {
+            return Err(LoadError::IfindexTooLarge { name: name.into(), ifindex });
+        }
+        self.write_ifaces(&[(name.into(), ifindex)], slot)?;
+        if egress {
+            self.attach_egress_one(name)?;
+        }
+        let (id, used) = self.attach_one(name, ifindex, mode)?;
+        self.links.push((name.into(), id));
+        Ok(Attached { name: name.into(), ifindex, slot, xdp_mode: used.into() })
+    }
+
+    /// The active generation.
+    pub fn generation(&self) -> u32 {
+        self.generation
     }
 
     /// Fill the flow table with the outbound flows the kernel's sockets already have
@@ -493,8 +549,8 @@ impl Loaded {
         if set.entries.len() as u32 > cap {
             return Err(LoadError::TooBig { what: "rule entries", needed: set.entries.len(), cap });
         }
-        if set.rules.len() as u32 > cap {
-            return Err(LoadError::TooBig { what: "rules", needed: set.rules.len(), cap });
+        if set.counters_used() > cap {
+            return Err(LoadError::TooBig { what: "counter slots", needed: set.counters_used() as usize, cap });
         }
         let policy = Policy { rules_cap: cap, ..set.policy };
         {
@@ -508,15 +564,23 @@ impl Loaded {
             }
         }
         {
+            let stale: Vec<_> =
+                self.written[g as usize].iter().filter(|k| !set.ports.contains_key(k)).copied().collect();
             let mut m: Array<_, PortEntry> = self.array(names::MAP_PORTS)?;
+            for (l4, port) in stale {
+                m.set(port_index(g, l4, port), PortEntry::default(), 0).map_err(map_err("clear", names::MAP_PORTS))?;
+            }
             for (&(l4, port), e) in &set.ports {
                 let abs = |h: u32| if h == 0 { 0 } else { g * cap + h };
                 let v = PortEntry { inbound: abs(e.inbound), reply: abs(e.reply) };
                 m.set(port_index(g, l4, port), v, 0).map_err(map_err("write", names::MAP_PORTS))?;
             }
         }
+        self.written[g as usize] = set.ports.keys().copied().collect();
         self.write_sources(set, g)?;
-        self.set_state(State { generation: g, mode: mode_word(mode) })
+        self.set_state(State { generation: g, mode: mode_word(mode) })?;
+        self.generation = g;
+        Ok(())
     }
 
     /// Replace generation `g`'s source prefixes in `PS_SRC`.
@@ -534,10 +598,11 @@ impl Loaded {
         Ok(())
     }
 
-    fn write_ifaces(&mut self, ifaces: &[(String, u32)]) -> Result<(), LoadError> {
+    /// Interface `i` of `ifaces` gets slot `first_slot + i`.
+    fn write_ifaces(&mut self, ifaces: &[(String, u32)], first_slot: u32) -> Result<(), LoadError> {
         let mut m: Array<_, IfaceInfo> = self.array(names::MAP_IFACES)?;
-        for (slot, (_, ifindex)) in ifaces.iter().enumerate() {
-            m.set(*ifindex, IfaceInfo { slot: slot as u32 + 1, flags: 0 }, 0)
+        for (i, (_, ifindex)) in ifaces.iter().enumerate() {
+            m.set(*ifindex, IfaceInfo { slot: first_slot + i as u32, flags: 0 }, 0)
                 .map_err(map_err("write", names::MAP_IFACES))?;
         }
         Ok(())
@@ -560,7 +625,7 @@ impl Loaded {
         for (slot, (name, ifindex)) in ifaces.iter().enumerate() {
             match self.attach_one(name, *ifindex, mode) {
                 Ok((id, used)) => {
-                    self.links.push(id);
+                    self.links.push((name.clone(), id));
                     done.push(Attached {
                         name: name.clone(),
                         ifindex: *ifindex,
@@ -606,7 +671,7 @@ impl Loaded {
     pub fn detach_all(&mut self) {
         let links = std::mem::take(&mut self.links);
         if let Ok(prog) = self.xdp_mut() {
-            for l in links {
+            for (_, l) in links {
                 let _ = prog.detach(l);
             }
         }
@@ -675,6 +740,13 @@ impl Loaded {
         let m = self.map_mut(names::MAP_FLOWS)?;
         HashMap::try_from(m).map_err(map_err("open", names::MAP_FLOWS))
     }
+}
+
+/// Remove and return the links of interface `name`.
+fn extract<T>(links: &mut Vec<(String, T)>, name: &str) -> Vec<T> {
+    let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(links).into_iter().partition(|(n, _)| n == name);
+    *links = rest;
+    mine.into_iter().map(|(_, l)| l).collect()
 }
 
 fn missing_map(name: &'static str) -> LoadError {
@@ -938,6 +1010,14 @@ pub fn pinned_flow_capacity(dir: &Path) -> Result<u32, LoadError> {
     let data = MapData::from_pin(dir.join(names::MAP_FLOWS)).map_err(map_err("open pinned", names::MAP_FLOWS))?;
     let info = data.info().map_err(map_err("inspect", names::MAP_FLOWS))?;
     Ok(info.max_entries())
+}
+
+/// The mode in force in a loaded program.
+pub fn read_mode(loaded: &Loaded) -> Result<Mode, LoadError> {
+    let m: Array<_, State> =
+        Array::try_from(loaded.map(names::MAP_STATE)?).map_err(map_err("open", names::MAP_STATE))?;
+    let s = m.get(&0, 0).map_err(map_err("read", names::MAP_STATE))?;
+    Ok(if s.mode == MODE_DRY_RUN { Mode::DryRun } else { Mode::Enforce })
 }
 
 /// Mode of the agent whose maps are pinned under `dir`.

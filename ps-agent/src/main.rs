@@ -12,14 +12,14 @@ use clap::{Parser, Subcommand};
 use ps_agent::{
     compile::{HostFacts, RuleSet, compile},
     config::Matrix,
-    config::{Config, XdpModeName},
+    config::{Config, Mode, XdpModeName},
     diff, doctor,
     explain::{self, Proto},
     export::{self, ExportMeta},
     import::{ImportOptions, import},
     install,
     load::{self, Counters},
-    observe::{self, AgentState, DEFAULT_STATE_DIR},
+    observe::{self, AgentState, DEFAULT_STATE_DIR, PendingConfirm},
     run::{self, RunOptions},
 };
 use ps_common::names::PIN_DIR;
@@ -71,6 +71,24 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
     },
+    /// Recompile the running agent's config and swap its policy atomically (as SIGHUP);
+    /// a bad config is rejected and the running policy stays. Exit 1 if rejected.
+    Reload {
+        /// Seconds to wait for the agent's answer.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// Switch the running agent to enforce. With --confirm-within it goes back to dry-run
+    /// unless `ps-agent confirm` arrives in time (so a lock-out undoes itself).
+    Enforce {
+        /// E.g. 300s, 5m.
+        #[arg(long, value_parser = parse_duration)]
+        confirm_within: Option<Duration>,
+    },
+    /// Confirm a pending `enforce --confirm-within`.
+    Confirm,
+    /// Switch the running agent to dry-run (and cancel a pending confirm).
+    DryRun,
     /// List the tracked outbound flows (like `conntrack -L`).
     Flows {
         /// JSON output.
@@ -385,6 +403,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Stats { json, watch, interval } => stats(&cli.state_dir, json, watch, interval),
         Command::Check { config, ifaces, json } => check(config.as_deref(), &ifaces, json),
         Command::Flows { json } => flows(&cli.state_dir, json),
+        Command::Reload { timeout } => reload(&cli.state_dir, timeout),
+        Command::Enforce { confirm_within } => enforce(&cli.state_dir, confirm_within),
+        Command::Confirm => confirm(&cli.state_dir),
+        Command::DryRun => {
+            let state = read_state(&cli.state_dir)?;
+            load::write_pinned_mode(&state.pin_dir, Mode::DryRun)?;
+            let _ = std::fs::remove_file(PendingConfirm::path(&cli.state_dir));
+            println!("dry-run: nothing is dropped; would-drops are counted");
+            Ok(())
+        }
     }
 }
 
@@ -409,6 +437,89 @@ fn snapshot(state_dir: &Path) -> anyhow::Result<observe::StatsReport> {
     let tracked = load::read_pinned_flows(&state.pin_dir)?.len() as u64;
     let capacity = load::pinned_flow_capacity(&state.pin_dir)? as u64;
     Ok(observe::report(&state, &counters, mode, tracked, capacity))
+}
+
+/// `300`, `300s`, `5m`, `1h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(s.trim().len()));
+    let n: u64 = n.parse().map_err(|_| format!("`{s}`: expected a number of seconds, e.g. 300s or 5m"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("`{s}`: unit must be s, m or h")),
+    };
+    if secs == 0 {
+        return Err("the duration must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn reload(state_dir: &Path, timeout: f64) -> anyhow::Result<()> {
+    let before = read_state(state_dir)?;
+    // Validate here first, so a bad config is reported at once.
+    let cfg = ps_agent::config::Config::load(before.config.as_deref())?;
+    let host = HostFacts {
+        ephemeral: load::ephemeral_range(),
+        interfaces: before.interfaces.iter().map(|a| a.name.clone()).collect(),
+    };
+    compile(&cfg, &host).context("failed to compile the policy; the running policy stays")?;
+    // SAFETY: sending SIGHUP to the agent's pid.
+    if unsafe { libc::kill(before.pid as i32, libc::SIGHUP) } != 0 {
+        bail!("failed to signal ps-agent pid {}: {}", before.pid, std::io::Error::last_os_error());
+    }
+    let t0 = Instant::now();
+    while t0.elapsed().as_secs_f64() < timeout {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = read_state(state_dir)?;
+        if (now.reloads, &now.last_reload) != (before.reloads, &before.last_reload) || now.reloads > before.reloads {
+            return match now.last_reload.as_deref() {
+                Some("ok") => {
+                    println!(
+                        "reloaded: {} rules, generation {}, fingerprint {}",
+                        now.rules.len(),
+                        now.generation,
+                        now.fingerprint
+                    );
+                    Ok(())
+                }
+                other => bail!("the agent rejected the reload, the running policy stays: {}", other.unwrap_or("?")),
+            };
+        }
+    }
+    bail!("ps-agent pid {} did not answer the reload within {timeout} s", before.pid)
+}
+
+fn enforce(state_dir: &Path, confirm_within: Option<Duration>) -> anyhow::Result<()> {
+    let state = read_state(state_dir)?;
+    if let Some(d) = confirm_within {
+        let p = PendingConfirm { deadline_unix: observe::now_unix() + d.as_secs() };
+        std::fs::write(PendingConfirm::path(state_dir), serde_json::to_vec(&p)?)
+            .with_context(|| format!("failed to write {}", PendingConfirm::path(state_dir).display()))?;
+    } else {
+        let _ = std::fs::remove_file(PendingConfirm::path(state_dir));
+    }
+    load::write_pinned_mode(&state.pin_dir, Mode::Enforce)?;
+    match confirm_within {
+        Some(d) => {
+            println!("enforcing; run `ps-agent confirm` within {} s or the agent goes back to dry-run", d.as_secs())
+        }
+        None => println!("enforcing"),
+    }
+    Ok(())
+}
+
+fn confirm(state_dir: &Path) -> anyhow::Result<()> {
+    let path = PendingConfirm::path(state_dir);
+    let text = std::fs::read_to_string(&path)
+        .context("nothing to confirm: no `ps-agent enforce --confirm-within` is pending")?;
+    let p: PendingConfirm = serde_json::from_str(&text)?;
+    if observe::now_unix() >= p.deadline_unix {
+        bail!("too late: the deadline passed and the agent went (or is going) back to dry-run; enforce again");
+    }
+    std::fs::remove_file(&path).with_context(|| format!("failed to remove {}", path.display()))?;
+    println!("confirmed: enforcing");
+    Ok(())
 }
 
 fn flows(state_dir: &Path, json: bool) -> anyhow::Result<()> {

@@ -94,6 +94,41 @@ pub struct AgentState {
     pub rules: Vec<RuleMeta>,
     /// `stateful` or `stateless` (what is in force, after any fallback).
     pub reply_tracking: String,
+    /// The site config the agent reads on reload (`None`: defaults).
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+    /// Active policy generation.
+    #[serde(default)]
+    pub generation: u32,
+    /// Successful reloads.
+    #[serde(default)]
+    pub reloads: u64,
+    /// Outcome of the last reload: `ok`, or the error (the running policy stayed).
+    #[serde(default)]
+    pub last_reload: Option<String>,
+    /// Interface disappearances and re-attachments seen.
+    #[serde(default)]
+    pub link_events: u64,
+}
+
+/// A pending commit-confirm: enforce now, back to dry-run at the deadline unless
+/// `ps-agent confirm` removes this file first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingConfirm {
+    /// Seconds since the epoch.
+    pub deadline_unix: u64,
+}
+
+impl PendingConfirm {
+    /// Path in the state directory.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("confirm.json")
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl AgentState {
@@ -122,7 +157,20 @@ impl AgentState {
             interfaces,
             rules: set.rules.iter().map(RuleMeta::from).collect(),
             reply_tracking: reply_tracking.as_str().into(),
+            config: None,
+            generation: 0,
+            reloads: 0,
+            last_reload: None,
+            link_events: 0,
         }
+    }
+
+    /// Write to `dir/state.json` atomically (temporary file, rename).
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let path = Self::path(dir);
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("serializable"))?;
+        std::fs::rename(&tmp, &path)
     }
 
     /// Path of the state file in `dir`.
@@ -524,7 +572,11 @@ pub fn flow_reports(state: &AgentState, flows: &[(FlowKey, FlowState)], now_ns: 
             local_port: k.local_port,
             remote: addr(k.family, &k.remote),
             remote_port: k.remote_port,
-            rule: state.rules.get(f.counter as usize).map_or_else(|| format!("#{}", f.counter), |r| r.id.clone()),
+            rule: state
+                .rules
+                .iter()
+                .find(|r| r.counter == f.counter)
+                .map_or_else(|| format!("#{}", f.counter), |r| r.id.clone()),
             age_s: now_ns.saturating_sub(f.created_ns) / 1_000_000_000,
             idle_s: now_ns.saturating_sub(f.last_ns) / 1_000_000_000,
             packets_out: f.packets_out,

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use log::{info, warn};
+use log::{error, info, warn};
 use ps_common::names;
 
 use crate::{
@@ -16,7 +16,7 @@ use crate::{
     compile::{CompileError, HostFacts, RuleSet, compile},
     config::{Config, ConfigError, Mode, ReplyTracking, XdpModeName},
     load::{self, LoadError, LoadOptions, Loaded},
-    observe::AgentState,
+    observe::{AgentState, PendingConfirm, now_unix},
 };
 
 /// Options of `ps-agent run`.
@@ -71,6 +71,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// A reload that cannot be applied in place.
+    #[error("{0}")]
+    Reload(String),
     /// Signal handling.
     #[error("failed to install signal handlers: {0}")]
     Signal(#[source] std::io::Error),
@@ -221,41 +224,208 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     };
     let attached = loaded.attach(&ifaces, cfg.site.xdp_mode)?;
     // From here on, undo on failure: drop detaches, unpin removes the pins.
-    let publish = || -> Result<(), RunError> {
+    let mut state = AgentState::new(
+        tracking,
+        &set,
+        &cfg.matrix.product,
+        &cfg.matrix.origin,
+        &cfg.site.management_interface,
+        &opts.pin_dir,
+        loaded.rules_cap,
+        attached.clone(),
+    );
+    state.config = (cfg.site.origin != "<defaults>").then(|| PathBuf::from(&cfg.site.origin));
+    let publish = |loaded: &Loaded, state: &AgentState| -> Result<(), RunError> {
         loaded.pin(&opts.pin_dir)?;
         fs::create_dir_all(&opts.state_dir).map_err(|source| RunError::Io {
             action: "create",
             path: opts.state_dir.clone(),
             source,
         })?;
-        let state = AgentState::new(
-            tracking,
-            &set,
-            &cfg.matrix.product,
-            &cfg.matrix.origin,
-            &cfg.site.management_interface,
-            &opts.pin_dir,
-            loaded.rules_cap,
-            attached.clone(),
-        );
-        let path = AgentState::path(&opts.state_dir);
-        let tmp = path.with_extension("json.tmp");
-        fs::write(&tmp, serde_json::to_vec_pretty(&state).expect("serializable"))
-            .and_then(|()| fs::rename(&tmp, &path))
-            .map_err(|source| RunError::Io { action: "write", path, source })
+        state.write(&opts.state_dir).map_err(|source| RunError::Io {
+            action: "write",
+            path: AgentState::path(&opts.state_dir),
+            source,
+        })
     };
-    if let Err(e) = publish() {
+    if let Err(e) = publish(&loaded, &state) {
         unpin(&opts.pin_dir);
         return Err(e);
     }
     announce(&set, &cfg, &attached);
 
-    let result = wait(logger).await;
+    let mut daemon = Daemon { opts: &opts, loaded, set, state, xdp_mode: cfg.site.xdp_mode, last_flip: None };
+    let result = daemon.serve(logger).await;
+    let Daemon { mut loaded, state, .. } = daemon;
     loaded.detach_all();
     unpin(&opts.pin_dir);
     let _ = fs::remove_file(AgentState::path(&opts.state_dir));
-    info!("detached from {}; maps unpinned", attached.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", "));
+    let _ = fs::remove_file(PendingConfirm::path(&opts.state_dir));
+    let names: Vec<&str> = state.interfaces.iter().map(|a| a.name.as_str()).collect();
+    info!("detached from {}; maps unpinned", names.join(", "));
     result
+}
+
+/// The running agent: what it loaded, and what it does on signals and every second.
+struct Daemon<'a> {
+    opts: &'a RunOptions,
+    loaded: Loaded,
+    set: RuleSet,
+    state: AgentState,
+    xdp_mode: XdpModeName,
+    /// When the last generation flip happened: the next write into the other generation
+    /// waits a grace period, so no packet still reading it sees it change.
+    last_flip: Option<std::time::Instant>,
+}
+
+/// How long a packet may still be reading the previous generation after a flip (XDP runs
+/// under RCU; a packet's whole run is microseconds).
+const FLIP_GRACE: Duration = Duration::from_millis(20);
+
+impl Daemon<'_> {
+    async fn serve(&mut self, logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>) -> Result<(), RunError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
+        let mut hup = signal(SignalKind::hangup()).map_err(RunError::Signal)?;
+        // The dry-run log is rate-limited in the program; draining it a few times a second
+        // is plenty.
+        let log_task = logger.map(|mut l| {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                loop {
+                    tick.tick().await;
+                    l.flush();
+                }
+            })
+        });
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = term.recv() => { info!("SIGTERM: detaching"); break; }
+                _ = int.recv() => { info!("SIGINT: detaching"); break; }
+                _ = hup.recv() => {
+                    if let Some(t) = self.last_flip && t.elapsed() < FLIP_GRACE {
+                        tokio::time::sleep(FLIP_GRACE - t.elapsed()).await;
+                    }
+                    match self.reload() {
+                        Ok(()) => {
+                            self.state.reloads += 1;
+                            self.state.last_reload = Some("ok".into());
+                            info!("reloaded: {} rules, generation {}, fingerprint {}",
+                                self.set.rules.len(), self.state.generation, self.state.fingerprint);
+                        }
+                        Err(e) => {
+                            error!("reload rejected, the running policy stays: {e}");
+                            self.state.last_reload = Some(e.to_string());
+                        }
+                    }
+                    self.save();
+                }
+                _ = tick.tick() => {
+                    self.check_confirm();
+                    self.watch_links();
+                }
+            }
+        }
+        if let Some(t) = log_task {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    fn save(&self) {
+        if let Err(e) = self.state.write(&self.opts.state_dir) {
+            warn!("failed to write the state file in {}: {e}", self.opts.state_dir.display());
+        }
+    }
+
+    /// Recompile the config and swap the policy atomically: write the idle generation,
+    /// then flip `PS_STATE.generation` (one word). Rules keep their counter slots.
+    fn reload(&mut self) -> Result<(), RunError> {
+        let o = self.opts;
+        let cfg = prepare(o.config.as_deref(), &o.ifaces, o.dry_run, o.xdp_mode)?;
+        let names: Vec<String> = self.state.interfaces.iter().map(|a| a.name.clone()).collect();
+        let wanted = cfg.site.interfaces.clone().unwrap_or_else(|| names.clone());
+        if wanted != names {
+            return Err(RunError::Reload(format!(
+                "the interfaces changed ({} → {}); that needs a restart",
+                names.join(", "),
+                wanted.join(", ")
+            )));
+        }
+        let host = HostFacts { ephemeral: load::ephemeral_range(), interfaces: names };
+        let mut set = compile(&cfg, &host)?.keep_counters(&self.set);
+        if self.state.reply_tracking != cfg.site.reply_tracking.as_str() {
+            return Err(RunError::Reload(format!(
+                "reply_tracking changed ({} → {}); that needs a restart",
+                self.state.reply_tracking,
+                cfg.site.reply_tracking.as_str()
+            )));
+        }
+        if !self.loaded.egress_attached() {
+            set.policy.flags &= !ps_common::layout::POLICY_STATEFUL;
+        }
+        for w in cfg.site.warnings.iter().chain(&set.warnings) {
+            warn!("{w}");
+        }
+        let g = 1 - self.loaded.generation();
+        // The mode in force stays (a commit-confirm may have changed it), unless the config
+        // or the command line says dry-run.
+        let mode = if cfg.site.mode == Mode::DryRun { Mode::DryRun } else { load::read_mode(&self.loaded)? };
+        self.loaded.write_policy(&set, g, mode)?;
+        self.last_flip = Some(std::time::Instant::now());
+        self.state.generation = g;
+        self.state.fingerprint = set.fingerprint();
+        self.state.rules = set.rules.iter().map(crate::observe::RuleMeta::from).collect();
+        self.state.product = cfg.matrix.product.clone();
+        self.state.policy = cfg.matrix.origin.clone();
+        self.set = set;
+        Ok(())
+    }
+
+    /// Commit-confirm: back to dry-run when the deadline passes unconfirmed.
+    fn check_confirm(&mut self) {
+        let path = PendingConfirm::path(&self.opts.state_dir);
+        let Ok(text) = fs::read_to_string(&path) else { return };
+        let Ok(p) = serde_json::from_str::<PendingConfirm>(&text) else { return };
+        if now_unix() < p.deadline_unix {
+            return;
+        }
+        match self.loaded.set_mode(Mode::DryRun) {
+            Ok(()) => {
+                let _ = fs::remove_file(&path);
+                warn!("enforcement was not confirmed in time: back to dry-run (nothing is dropped)");
+            }
+            Err(e) => error!("failed to revert to dry-run after an unconfirmed enforce: {e}"),
+        }
+    }
+
+    /// Interfaces that disappear are reported; when they come back (a new ifindex), the
+    /// programs are attached again.
+    fn watch_links(&mut self) {
+        for i in 0..self.state.interfaces.len() {
+            let a = self.state.interfaces[i].clone();
+            match load::ifindex(&a.name) {
+                None if a.ifindex != 0 => {
+                    warn!("interface `{}` disappeared; ps-agent attaches again when it returns", a.name);
+                    self.state.interfaces[i].ifindex = 0;
+                    self.state.link_events += 1;
+                    self.save();
+                }
+                Some(idx) if idx != a.ifindex => match self.loaded.reattach(&a.name, idx, a.slot, self.xdp_mode) {
+                    Ok(now) => {
+                        info!("interface `{}` is back (ifindex {idx}): attached again ({})", a.name, now.xdp_mode);
+                        self.state.interfaces[i] = now;
+                        self.state.link_events += 1;
+                        self.save();
+                    }
+                    Err(e) => warn!("interface `{}` is back, but attaching failed (will retry): {e}", a.name),
+                },
+                _ => {}
+            }
+        }
+    }
 }
 
 fn announce(set: &RuleSet, cfg: &Config, attached: &[load::Attached]) {
@@ -282,29 +452,4 @@ fn announce(set: &RuleSet, cfg: &Config, attached: &[load::Attached]) {
     if !cfg.site.failsafe.enabled {
         warn!("failsafe is OFF: make sure this policy admits your own management access");
     }
-}
-
-async fn wait(logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>) -> Result<(), RunError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
-    // The dry-run log is rate-limited in the program; draining it a few times a second
-    // is plenty.
-    let log_task = logger.map(|mut l| {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            loop {
-                tick.tick().await;
-                l.flush();
-            }
-        })
-    });
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: detaching"),
-        _ = int.recv() => info!("SIGINT: detaching"),
-    }
-    if let Some(t) = log_task {
-        t.abort();
-    }
-    Ok(())
 }

@@ -1,0 +1,190 @@
+//! The agent's lifecycle in a lab: hitless reload under traffic, a rejected reload,
+//! commit-confirm, and interfaces that disappear and come back.
+
+use std::{
+    net::UdpSocket,
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use ps_tests::*;
+
+fn agent_cmd(agent: &Agent, args: &[&str]) -> (i32, String) {
+    let out = Command::new(agent_bin()).arg("--state-dir").arg(&agent.state_dir).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+const SITE_A: &str = "[[rule]]\nid = \"site-echo\"\ntransport = \"udp\"\nports = \"9000\"\ndirection = \"inbound\"\n";
+
+/// Send datagrams from `ns` to `port` one at a time until `stop`; count answered and lost.
+fn pinger(
+    ns: &str,
+    port: u16,
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicU64>,
+    lost: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on this thread only.
+        assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) }, 0);
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect((PS_ETH0_V4, port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut buf = [0u8; 64];
+        let mut seq = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            seq += 1;
+            s.send(&seq.to_be_bytes()).unwrap();
+            // Wait for this datagram's echo (skip late echoes of earlier ones).
+            loop {
+                match s.recv(&mut buf) {
+                    Ok(8) if buf[..8] == seq.to_be_bytes() => {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Ok(_) => continue,
+                    Err(_) => {
+                        lost.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[test]
+fn hundred_reloads_under_traffic_lose_nothing_and_leak_nothing() {
+    let lab = Lab::new("lr");
+    let cfg = std::env::temp_dir().join("pst-lr.toml");
+    std::fs::write(&cfg, SITE_A).unwrap();
+    let agent = Agent::start(&lab.ps, "lr", &["--config", cfg.to_str().unwrap()]);
+    let _allowed = UdpEcho::start(&lab.ps, 9000);
+    let _forbidden = UdpEcho::start(&lab.ps, 9001);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, lost, leaked, blocked) = (Arc::default(), Arc::default(), Arc::default(), Arc::default());
+    let t1 = pinger(&lab.a, 9000, stop.clone(), Arc::clone(&ok), Arc::clone(&lost));
+    let t2 = pinger(&lab.a, 9001, stop.clone(), Arc::clone(&leaked), Arc::clone(&blocked));
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..100 {
+        // Alternate between two policies that differ elsewhere (ps-18 on/off).
+        let text = if i % 2 == 0 { format!("{SITE_A}[rows]\nenable = [\"ps-18\"]\n") } else { SITE_A.to_string() };
+        std::fs::write(&cfg, text).unwrap();
+        let (code, out) = agent_cmd(&agent, &["reload"]);
+        assert_eq!(code, 0, "reload {i}: {out}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    t1.join().unwrap();
+    t2.join().unwrap();
+    let (ok, lost, leaked) = (ok.load(Ordering::Relaxed), lost.load(Ordering::Relaxed), leaked.load(Ordering::Relaxed));
+    assert!(ok > 100, "the allowed flow ran throughout: {ok} answered");
+    assert_eq!(lost, 0, "allowed datagrams lost across 100 reloads");
+    assert_eq!(leaked, 0, "forbidden datagrams answered across 100 reloads");
+    let s = agent.stats();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(agent.state_dir.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["reloads"], 100);
+    // The counter of the allowed rule kept counting across generations: every datagram
+    // that reached the host is on it.
+    assert_eq!(rule_packets(&s, "site-echo", "inbound"), ok, "counters survive reloads");
+}
+
+#[test]
+fn a_bad_reload_is_rejected_and_the_policy_stays() {
+    let lab = Lab::new("lb");
+    let cfg = std::env::temp_dir().join("pst-lb.toml");
+    std::fs::write(&cfg, SITE_A).unwrap();
+    let agent = Agent::start(&lab.ps, "lb", &["--config", cfg.to_str().unwrap()]);
+    let _allowed = UdpEcho::start(&lab.ps, 9000);
+    assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V4, 9000, Duration::from_secs(2)), Probe::Open);
+    std::fs::write(
+        &cfg,
+        "[[rule]]\nid = \"site-echo\"\ntransport = \"udp\"\nports = \"90000\"\ndirection = \"inbound\"\n",
+    )
+    .unwrap();
+    let (code, out) = agent_cmd(&agent, &["reload"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("pst-lb.toml:4: field `rule[0].ports`: invalid port `90000`"), "{out}");
+    // Behind the CLI's back: SIGHUP; the agent itself rejects it.
+    let pid = agent.stats()["pid"].as_u64().unwrap();
+    // SAFETY: signalling the agent.
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    let t0 = Instant::now();
+    let last = loop {
+        let st: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(agent.state_dir.join("state.json")).unwrap()).unwrap();
+        if !st["last_reload"].is_null() || t0.elapsed() > Duration::from_secs(5) {
+            break st["last_reload"].as_str().unwrap_or_default().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(last.contains("invalid port `90000`"), "{last}");
+    assert!(agent.log_text().contains("reload rejected, the running policy stays"));
+    assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V4, 9000, Duration::from_secs(2)), Probe::Open, "still allowed");
+    assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V4, 9001, Duration::from_millis(500)), Probe::TimedOut, "still enforced");
+}
+
+#[test]
+fn commit_confirm_reverts_unless_confirmed() {
+    let lab = Lab::new("lc");
+    let agent = Agent::start(&lab.ps, "lc", &["--dry-run"]);
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 8080, Duration::from_secs(2)), Probe::Refused, "dry-run");
+    let (code, out) = agent_cmd(&agent, &["enforce", "--confirm-within", "2s"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(agent.stats()["mode"], "enforce");
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 8080, Duration::from_millis(500)), Probe::TimedOut, "enforcing");
+    // Nobody confirms (the operator locked themselves out): back to dry-run.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(agent.stats()["mode"], "dry-run");
+    assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 8080, Duration::from_secs(2)), Probe::Refused, "reverted");
+    assert!(agent.log_text().contains("not confirmed in time: back to dry-run"));
+    let (code, out) = agent_cmd(&agent, &["confirm"]);
+    assert_eq!(code, 1, "nothing pending: {out}");
+    // Confirmed in time: it stays.
+    assert_eq!(agent_cmd(&agent, &["enforce", "--confirm-within", "2s"]).0, 0);
+    let (code, out) = agent_cmd(&agent, &["confirm"]);
+    assert_eq!(code, 0, "{out}");
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(agent.stats()["mode"], "enforce");
+    assert_eq!(agent_cmd(&agent, &["dry-run"]).0, 0);
+    assert_eq!(agent.stats()["mode"], "dry-run");
+}
+
+#[test]
+fn interfaces_that_come_back_are_attached_again() {
+    let lab = Lab::new("lf");
+    let agent = Agent::start(&lab.ps, "lf", &[]);
+    // eth1 vanishes (VM NIC hot-unplug) and comes back with a new ifindex.
+    sh(&format!("ip -n {} link del eth1", lab.ps));
+    std::thread::sleep(Duration::from_millis(1500));
+    sh(&format!("ip -n {} link add eth1 type veth peer name veth0 netns {}", lab.ps, lab.b));
+    sh(&format!("ip -n {} addr add 198.18.1.1/24 dev eth1", lab.ps));
+    sh(&format!("ip -n {} addr add 198.18.1.2/24 dev veth0", lab.b));
+    sh(&format!("ip -n {} link set eth1 up", lab.ps));
+    sh(&format!("ip -n {} link set veth0 up", lab.b));
+    let t0 = Instant::now();
+    while !xdp_attached(&lab.ps, "eth1") && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(xdp_attached(&lab.ps, "eth1"), "re-attached; log:\n{}", agent.log_text());
+    assert_eq!(tcp_probe(&lab.b, PS_ETH1_V4, 8080, Duration::from_millis(800)), Probe::TimedOut, "enforced again");
+    let _l = Listener::tcp(&lab.ps, 443);
+    assert_eq!(tcp_probe(&lab.b, PS_ETH1_V4, 443, Duration::from_secs(3)), Probe::Open);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(agent.state_dir.join("state.json")).unwrap()).unwrap();
+    assert!(state["link_events"].as_u64().unwrap() >= 2, "{state}");
+    let s = agent.stats();
+    let per_if = &s["rules"].as_array().unwrap().iter().find(|r| r["id"] == "ps-01+ps-02").unwrap()["per_interface"];
+    assert!(per_if["eth1"]["packets"].as_u64().unwrap() >= 3, "counted on eth1's slot: {per_if}");
+    assert!(agent.log_text().contains("interface `eth1` disappeared"));
+}
