@@ -138,9 +138,19 @@ fn claim(state_dir: &Path, pin_dir: &Path) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Remove the pin directory and everything in it (pins of this version's maps, and any an
+/// older version left). Never the bpffs root itself.
 fn unpin(pin_dir: &Path) {
+    if pin_dir == Path::new("/sys/fs/bpf") || pin_dir.parent().is_none() {
+        return;
+    }
     for name in names::PINNED_MAPS {
         let _ = fs::remove_file(pin_dir.join(name));
+    }
+    if let Ok(entries) = fs::read_dir(pin_dir) {
+        for e in entries.flatten() {
+            let _ = fs::remove_file(e.path());
+        }
     }
     let _ = fs::remove_dir(pin_dir);
 }
