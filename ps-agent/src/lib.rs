@@ -12,5 +12,6 @@ pub mod install;
 pub mod load;
 pub mod model;
 pub mod observe;
+pub mod pinned;
 pub mod portspec;
 pub mod run;

@@ -321,6 +321,9 @@ pub struct LoadOptions {
     pub flow_table_size: u32,
     /// Where a rejected program's verifier log goes.
     pub verifier_log_dir: PathBuf,
+    /// Pin (and reuse) the counter maps here, so that they survive a restart
+    /// (`crate::pinned`); `None`: fresh, unpinned counters (program tests).
+    pub counters_pin_dir: Option<PathBuf>,
 }
 
 impl LoadOptions {
@@ -330,6 +333,7 @@ impl LoadOptions {
             mode,
             flow_table_size: ps_common::layout::DEFAULT_FLOW_TABLE_SIZE,
             verifier_log_dir: std::env::temp_dir(),
+            counters_pin_dir: None,
         }
     }
 }
@@ -346,17 +350,42 @@ impl Loaded {
             return Err(LoadError::NoObject);
         }
         let cap = set.policy.rules_cap;
-        let ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(names::MAP_RULES, GENERATIONS * cap)
             .map_max_entries(names::MAP_RULE_CNT, MAX_IFACES * cap)
             .map_max_entries(names::MAP_ERULE_CNT, MAX_IFACES * cap)
-            .map_max_entries(names::MAP_FLOWS, opts.flow_table_size)
-            .load(OBJECT)
-            .map_err(|source| LoadError::Object {
-                source: Box::new(source),
-                hint: " (is this kernel 5.10 or newer with CONFIG_BPF_SYSCALL? run `ps-agent doctor`)",
-            })?;
+            .map_max_entries(names::MAP_FLOWS, opts.flow_table_size);
+        // Counters that survive a restart (issue 5): reuse the pins if they fit.
+        let layout = crate::pinned::layout_hash(set, ifaces, cap);
+        let counter_pins: Vec<(&'static str, PathBuf)> = match &opts.counters_pin_dir {
+            Some(dir) => {
+                fs::create_dir_all(dir).map_err(|source| LoadError::Io {
+                    action: "create pin directory",
+                    path: dir.clone(),
+                    source,
+                })?;
+                crate::pinned::prepare_counter_pins(dir, cap, layout).map_err(|e| LoadError::Io {
+                    action: "prepare the counter pins in",
+                    path: dir.clone(),
+                    source: io::Error::other(e.to_string()),
+                })?;
+                names::COUNTER_MAPS.into_iter().map(|n| (n, dir.join(n))).collect()
+            }
+            None => vec![],
+        };
+        for (name, path) in &counter_pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let ebpf = loader.load(OBJECT).map_err(|source| LoadError::Object {
+            source: Box::new(source),
+            hint: " (is this kernel 5.10 or newer with CONFIG_BPF_SYSCALL? run `ps-agent doctor`)",
+        })?;
         let mut me = Self { ebpf, links: vec![], tc_links: vec![], rules_cap: cap, policy: None };
+        if opts.counters_pin_dir.is_some() {
+            let m = me.map_mut(names::MAP_EPOCH)?;
+            crate::pinned::init_epoch(m, layout).map_err(map_err("write", names::MAP_EPOCH))?;
+        }
         me.write_policy(set, 0, opts.mode)?;
         me.write_ifaces(ifaces)?;
         let log_dir = &opts.verifier_log_dir;

@@ -136,7 +136,9 @@ fn claim(state_dir: &Path, pin_dir: &Path) -> Result<(), RunError> {
 }
 
 fn unpin(pin_dir: &Path) {
-    for name in names::PINNED_MAPS {
+    // The counter maps stay pinned: the next start reuses them (`crate::pinned`);
+    // `ps-agent unload` removes them.
+    for name in names::PINNED_MAPS.into_iter().filter(|n| !names::COUNTER_MAPS.contains(n)) {
         let _ = fs::remove_file(pin_dir.join(name));
     }
     let _ = fs::remove_dir(pin_dir);
@@ -192,6 +194,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         mode: cfg.site.mode,
         flow_table_size: cfg.site.flow_table_size,
         verifier_log_dir: opts.state_dir.clone(),
+        counters_pin_dir: Some(opts.pin_dir.clone()),
     };
     let mut loaded = Loaded::load(&set, &ifaces, &load_opts)?;
     let mut tracking = cfg.site.reply_tracking;
