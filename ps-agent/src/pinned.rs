@@ -209,6 +209,52 @@ pub fn read_wdrop(dir: &Path) -> Result<Vec<(DropKey, DropVal)>, PinnedError> {
     Ok(out)
 }
 
+/// Why a snapshot of the running agent could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// No state file.
+    #[error("ps-agent is not running: no state file at {} (start it with `ps-agent run`)", path.display())]
+    NotRunning {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// The state file does not parse.
+    #[error("failed to parse state file {}: {source}", path.display())]
+    Parse {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Reading the maps failed.
+    #[error(transparent)]
+    Load(#[from] crate::load::LoadError),
+    /// Reading an observability map failed.
+    #[error(transparent)]
+    Pinned(#[from] PinnedError),
+}
+
+/// The state file of the agent running with `state_dir`.
+pub fn read_state(state_dir: &Path) -> Result<crate::observe::AgentState, SnapshotError> {
+    let path = crate::observe::AgentState::path(state_dir);
+    let text = fs::read_to_string(&path).map_err(|_| SnapshotError::NotRunning { path: path.clone() })?;
+    serde_json::from_str(&text).map_err(|source| SnapshotError::Parse { path, source })
+}
+
+/// The state and the `stats` report of the agent running with `state_dir`, read from its
+/// pinned maps now.
+pub fn snapshot(state_dir: &Path) -> Result<(crate::observe::AgentState, crate::observe::StatsReport), SnapshotError> {
+    use crate::load;
+    let state = read_state(state_dir)?;
+    let counters = load::Counters::read_pinned(&state.pin_dir, state.rules_cap)?;
+    let mode = load::read_pinned_mode(&state.pin_dir)?;
+    let tracked = load::read_pinned_flows(&state.pin_dir)?.len() as u64;
+    let capacity = load::pinned_flow_capacity(&state.pin_dir)? as u64;
+    let report = crate::observe::report(&state, &counters, mode, tracked, capacity);
+    Ok((state, report))
+}
+
 /// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the Unix epoch (no time-zone database).
 pub fn fmt_unix(secs: u64) -> String {
     let days = secs / 86_400;
