@@ -1,12 +1,8 @@
 //! ps-agent command line.
 
-use std::{
-    io::{IsTerminal as _, Write as _},
-    path::{Path, PathBuf},
-    time::{Duration, Instant},
-};
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use ps_agent::{
     compile::{HostFacts, compile},
@@ -52,6 +48,17 @@ enum Command {
         /// Replace XDP programs other tools attached through netlink (a bpf_link cannot be).
         #[arg(long)]
         force: bool,
+        /// Serve OpenMetrics on GET /metrics; alone: 127.0.0.1:9487 (give an address to
+        /// listen elsewhere).
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = ps_agent::metrics::DEFAULT_ADDR)]
+        metrics: Option<std::net::SocketAddr>,
+    },
+    /// What enforcing would cut now: the flows dry-run would have dropped, busiest first,
+    /// with the nearest matrix row.
+    Report {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the counters of the running agent.
     Stats {
@@ -155,7 +162,7 @@ fn main() {
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { config, ifaces, dry_run, xdp_mode, force } => {
+        Command::Run { config, ifaces, dry_run, xdp_mode, force, metrics } => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
             rt.block_on(run::run(RunOptions {
                 config,
@@ -165,6 +172,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 pin_dir: cli.pin_dir,
                 state_dir: cli.state_dir,
                 force,
+                metrics,
             }))?;
             Ok(())
         }
@@ -201,6 +209,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Stats { json, watch, interval } => stats(&cli.state_dir, json, watch, interval),
         Command::Check { config, ifaces, json } => check(config.as_deref(), &ifaces, json),
         Command::Flows { json } => flows(&cli.state_dir, json),
+        Command::Report { json } => report(&cli.state_dir, json),
     }
 }
 
@@ -249,31 +258,20 @@ fn stats(state_dir: &Path, json: bool, watch: bool, interval: f64) -> anyhow::Re
         }
         return Ok(());
     }
-    if interval <= 0.0 {
-        bail!("--interval must be positive");
+    Ok(ps_agent::watch::run(|| ps_agent::pinned::snapshot(state_dir).map(|(_, r)| r), interval, json)?)
+}
+
+fn report(state_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let state = ps_agent::pinned::read_state(state_dir)?;
+    let mode = load::read_pinned_mode(&state.pin_dir)?;
+    let table = ps_agent::pinned::read_wdrop(&state.pin_dir)?;
+    let r = ps_agent::report::build(&state, mode.as_str(), &table, load::monotonic_ns());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", ps_agent::report::render(&r));
     }
-    let tty = std::io::stdout().is_terminal();
-    let mut prev: Option<(observe::StatsReport, Instant)> = None;
-    loop {
-        let r = snapshot(state_dir)?;
-        let now = Instant::now();
-        let mut out = std::io::stdout().lock();
-        if json {
-            writeln!(out, "{}", serde_json::to_string(&r)?)?;
-        } else {
-            if tty {
-                write!(out, "\x1b[H\x1b[2J")?;
-            }
-            let p = prev.as_ref().map(|(p, t)| (p, now.duration_since(*t).as_secs_f64()));
-            write!(out, "{}", observe::render_table(&r, p))?;
-            if !tty {
-                writeln!(out, "---")?;
-            }
-        }
-        out.flush()?;
-        prev = Some((r, now));
-        std::thread::sleep(Duration::from_secs_f64(interval));
-    }
+    Ok(())
 }
 
 fn check(config: Option<&Path>, ifaces: &[String], json: bool) -> anyhow::Result<()> {

@@ -331,7 +331,8 @@ mod tests {
         let zero = || vec![vec![Counter::default(); 64]; 16];
         let mut c =
             Counters { rules: zero(), stats: zero(), egress_rules: zero(), egress_stats: zero(), flows: vec![0; 4] };
-        let ps14 = set.rules.iter().find(|r| r.id == "ps-14+ps-21" && r.kind.as_str() == "inbound").unwrap().counter as usize;
+        let ps14 =
+            set.rules.iter().find(|r| r.id == "ps-14+ps-21" && r.kind.as_str() == "inbound").unwrap().counter as usize;
         c.rules[1][ps14] = Counter { packets: 7, bytes: 700 };
         c.stats[2][STAT_DROP_BASE as usize] = Counter { packets: 5, bytes: 300 };
         c.stats[1][STAT_WOULD_DROP_BASE as usize + 1] = Counter { packets: 2, bytes: 120 };

@@ -482,6 +482,12 @@ pub fn render_table(r: &StatsReport, prev: Option<(&StatsReport, f64)>) -> Strin
     let _ =
         writeln!(o, "ps-agent  mode: {}  replies: {}  pid: {}  policy: {}", r.mode, r.reply_tracking, r.pid, r.product);
     let _ = writeln!(o, "interfaces: {}", ifs.join(", "));
+    let _ = writeln!(
+        o,
+        "counting since {} (agent started {})",
+        crate::pinned::fmt_unix(r.since_unix),
+        crate::pinned::fmt_unix(r.started_unix)
+    );
     let _ = writeln!(o);
     let rate_hdr = if prev.is_some() { "     PPS" } else { "" };
     let _ = writeln!(

@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// Replace XDP programs other tools attached through netlink.
     pub force: bool,
+    /// Serve OpenMetrics on this address (`crate::metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Why `run` stopped.
@@ -74,6 +76,17 @@ pub enum RunError {
     /// Signal handling.
     #[error("failed to install signal handlers: {0}")]
     Signal(#[source] std::io::Error),
+    /// The metrics endpoint could not listen.
+    #[error(
+        "failed to listen for metrics on {addr}: {source} (is another agent or exporter on that port? pick another with --metrics ADDR)"
+    )]
+    Metrics {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Another XDP program holds an interface.
     #[error("failed to attach to `{iface}`: another XDP program is attached to `{iface}`: {owner}; {hint}")]
     Occupied {
@@ -178,6 +191,7 @@ fn make_room(ifaces: &[(String, u32)], force: bool) -> Result<(), RunError> {
 
 /// Run until SIGINT/SIGTERM.
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
+    let t0 = std::time::Instant::now();
     let cfg = prepare(opts.config.as_deref(), &opts.ifaces, opts.dry_run, opts.xdp_mode)?;
     load::preflight()?;
     let ifaces = load::resolve_interfaces(cfg.site.interfaces.as_deref())?;
@@ -189,6 +203,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     claim(&opts.state_dir, &opts.pin_dir)?;
     make_room(&ifaces, opts.force)?;
+    let metrics = match opts.metrics {
+        Some(addr) => Some(crate::metrics::bind(addr).await.map_err(|source| RunError::Metrics { addr, source })?),
+        None => None,
+    };
 
     let load_opts = LoadOptions {
         mode: cfg.site.mode,
@@ -222,7 +240,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             None
         }
     };
+    let events = crate::events::spawn(loaded.ebpf_mut(), &ifaces_as_attached(&ifaces));
     let attached = loaded.attach(&ifaces, cfg.site.xdp_mode)?;
+    let load_ms = t0.elapsed().as_millis() as u64;
     // From here on, undo on failure: drop detaches, unpin removes the pins.
     let publish = || -> Result<(), RunError> {
         loaded.pin(&opts.pin_dir)?;
@@ -231,7 +251,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             path: opts.state_dir.clone(),
             source,
         })?;
-        let state = AgentState::new(
+        let mut state = AgentState::new(
             tracking,
             &set,
             &cfg.matrix.product,
@@ -241,6 +261,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             loaded.rules_cap,
             attached.clone(),
         );
+        observe_state(&mut state, &cfg, &set, &opts, load_ms);
         let path = AgentState::path(&opts.state_dir);
         let tmp = path.with_extension("json.tmp");
         fs::write(&tmp, serde_json::to_vec_pretty(&state).expect("serializable"))
@@ -252,13 +273,46 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         return Err(e);
     }
     announce(&set, &cfg, &attached);
+    let metrics = metrics.map(|l| {
+        info!(
+            "metrics: OpenMetrics on http://{}/metrics",
+            l.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string())
+        );
+        tokio::spawn(crate::metrics::serve(l, opts.state_dir.clone()))
+    });
 
     let result = wait(logger).await;
+    for t in [events, metrics].into_iter().flatten() {
+        t.abort();
+    }
     loaded.detach_all();
     unpin(&opts.pin_dir);
     let _ = fs::remove_file(AgentState::path(&opts.state_dir));
     info!("detached from {}; maps unpinned", attached.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", "));
     result
+}
+
+/// Interfaces by ifindex, for the event log (slots as `Loaded::attach` gives them).
+fn ifaces_as_attached(ifaces: &[(String, u32)]) -> Vec<load::Attached> {
+    ifaces
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ifindex))| load::Attached {
+            name: name.clone(),
+            ifindex: *ifindex,
+            slot: i as u32 + 1,
+            xdp_mode: String::new(),
+        })
+        .collect()
+}
+
+/// What `stats`, `report` and the metrics need besides the rules (issue 5).
+fn observe_state(state: &mut AgentState, cfg: &Config, set: &RuleSet, opts: &RunOptions, load_ms: u64) {
+    state.counters_since_unix = crate::pinned::read_epoch(&opts.pin_dir).map_or(0, |e| e.since_unix_ns / 1_000_000_000);
+    state.policy_load_ms = load_ms;
+    state.kernel = crate::doctor::kernel_release();
+    state.metrics = opts.metrics.map(|a| a.to_string());
+    state.rows = crate::report::row_hints(cfg, set);
 }
 
 fn announce(set: &RuleSet, cfg: &Config, attached: &[load::Attached]) {

@@ -427,7 +427,7 @@ pub fn run<E: std::fmt::Display>(
             if stdout_tty {
                 write!(out, "\x1b[H\x1b[2J{}", text.replace('\n', "\r\n"))?;
             } else {
-                write!(out, "{text}---\n")?;
+                writeln!(out, "{text}---")?;
             }
         }
         out.flush()?;
@@ -451,7 +451,7 @@ fn term_size() -> Option<(usize, usize)> {
     unsafe {
         let mut ws: libc::winsize = std::mem::zeroed();
         (libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_col > 0)
-            .then(|| (ws.ws_col as usize, ws.ws_row as usize))
+            .then_some((ws.ws_col as usize, ws.ws_row as usize))
     }
 }
 

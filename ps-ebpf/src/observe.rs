@@ -79,6 +79,10 @@ pub fn observe_drop(ctx: &XdpContext) {
 
 /// Add the packet to its would-drop flow.
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "by reference, the helpers get pointers into the per-CPU scratch value; by value, copies on the stack"
+)]
 fn record(s: &mut DropScratch, slot: u32, now: u64) {
     let e = &s.event;
     s.key.src = e.src;
