@@ -17,10 +17,10 @@ use crate::layout::TokenBucket;
 pub const WDROP_ENTRIES: u32 = 4096;
 /// Size of the event ring buffer, bytes (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 256 * 1024;
-/// Events per second per CPU.
-pub const EVENT_RATE_PER_SEC: u64 = 20;
+/// Events per second per CPU (as the old dry-run log: a flood cannot flood the log).
+pub const EVENT_RATE_PER_SEC: u64 = 5;
 /// Event burst per CPU.
-pub const EVENT_BURST: u64 = 50;
+pub const EVENT_BURST: u64 = 10;
 /// `PS_STAT_CNT` bucket (not a packet bucket): events the rate limiter suppressed.
 pub const STAT_EVENT_SUPPRESSED: u32 = 62;
 /// `PS_STAT_CNT` bucket (not a packet bucket): events lost because the ring was full.
