@@ -86,7 +86,8 @@ fn enforce_shipped_matrix_ipv4() {
     // Clean exit: detached, unpinned, no state file.
     assert_eq!(agent.stop(), Some(0), "{}", agent.log_text());
     assert!(!xdp_attached(&lab.ps, "eth0") && !xdp_attached(&lab.ps, "eth1"));
-    assert!(!agent.pin_dir.exists(), "pins removed");
+    assert!(!agent.pin_dir.join("PS_PORTS").exists(), "policy pins removed");
+    assert!(agent.pin_dir.join("PS_RULE_CNT").exists(), "counter pins stay for the next start");
     assert!(!agent.state_dir.join("state.json").exists());
     assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 8080, OPEN), Probe::Refused, "after exit nothing is filtered");
 }
