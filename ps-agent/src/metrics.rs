@@ -365,6 +365,33 @@ mod tests {
     }
 
     #[test]
+    fn grafana_dashboard_queries_only_metrics_we_serve() {
+        let set = compile(&Config::shipped(), &HostFacts::typical()).unwrap();
+        let ifaces = vec![Attached { name: "eth0".into(), ifindex: 2, slot: 1, xdp_mode: "native".into() }];
+        let state = AgentState::new(ReplyTracking::Stateful, &set, "PS", "p", "eth0", Path::new("/x"), 64, ifaces);
+        let zero = || vec![vec![Counter::default(); 64]; 16];
+        let c =
+            Counters { rules: zero(), stats: zero(), egress_rules: zero(), egress_stats: zero(), flows: vec![0; 4] };
+        let text = encode_metrics(&state, &report(&state, &c, crate::config::Mode::Enforce, 0, 1));
+        let served: std::collections::BTreeSet<&str> =
+            text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
+        let dash: serde_json::Value = serde_json::from_str(include_str!("../grafana/ps-agent.json")).unwrap();
+        let mut used = 0;
+        for p in dash["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if word.starts_with("ps_agent_") {
+                        assert!(served.contains(word), "panel `{}` queries `{word}`, which is not served", p["title"]);
+                        used += 1;
+                    }
+                }
+            }
+        }
+        assert!(used >= 15, "{used}");
+    }
+
+    #[test]
     fn routes() {
         assert_eq!(route("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", || Ok("m".into())).0, "200 OK");
         assert_eq!(route("GET /metrics?x=1 HTTP/1.1\r\n\r\n", || Ok("m".into())).2, "m");

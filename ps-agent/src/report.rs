@@ -43,7 +43,8 @@ pub struct RowHint {
 /// The rows of `cfg`, as `set` compiled them.
 pub fn row_hints(cfg: &Config, set: &RuleSet) -> Vec<RowHint> {
     let host = &cfg.matrix.host_system;
-    cfg.matrix
+    let mut hints: Vec<RowHint> = cfg
+        .matrix
         .rows
         .iter()
         .map(|row| {
@@ -77,7 +78,27 @@ pub fn row_hints(cfg: &Config, set: &RuleSet) -> Vec<RowHint> {
                 description: row.description.clone(),
             }
         })
-        .collect()
+        .collect();
+    // Site rules and the failsafe are near too (SSH over UDP, a site port on another
+    // interface).
+    for r in set.rules.iter().filter(|r| r.origin != crate::compile::Origin::Matrix) {
+        let inbound = r.kind == crate::compile::RuleKind::Inbound;
+        hints.push(RowHint {
+            id: r.id.clone(),
+            transports: vec![r.transport.as_str().to_string()],
+            inbound_ports: if inbound { r.ports.clone() } else { vec![] },
+            default_ports: vec![],
+            reply_ports: if inbound { vec![] } else { r.ports.clone() },
+            enforced: true,
+            why_not: None,
+            management_only: r
+                .interfaces
+                .as_ref()
+                .is_some_and(|i| i.len() == 1 && i[0] == cfg.site.management_interface),
+            description: r.description.clone(),
+        });
+    }
+    hints
 }
 
 /// The nearest matrix rows to a would-dropped flow, and why they did not admit it.
@@ -367,6 +388,8 @@ mod tests {
         let x = n("tcp", 45000, "eth0", 5062).unwrap();
         assert_eq!((x.kind.as_str(), x.rows.clone()), ("reply", vec!["ps-04".into()]));
         assert!(n("udp", 9999, "eth0", 40000).is_none());
+        let x = n("udp", 22, "eth0", 40000).unwrap();
+        assert_eq!((x.kind.as_str(), x.rows.clone()), ("other_protocol", vec!["failsafe-ssh".into()]));
         assert!(n("tcp", 9999, "eth1", 40000).is_none());
     }
 
