@@ -20,7 +20,7 @@ use aya::maps::{Array, HashMap, Map, MapData, MapType};
 use log::{info, warn};
 use ps_common::{
     MAX_IFACES, STAT_STRIDE,
-    layout::{Counter, FLOW_CNT_ENTRIES},
+    layout::Counter,
     names,
     observe::{DropKey, DropVal, Epoch, WDROP_ENTRIES},
 };
@@ -89,7 +89,6 @@ pub fn expected_shape(name: &str, rules_cap: u32) -> Option<(MapType, u32, u32, 
         n if n == names::MAP_STAT_CNT || n == names::MAP_ESTAT_CNT => {
             (MapType::PerCpuArray, 4, c, MAX_IFACES * STAT_STRIDE)
         }
-        n if n == names::MAP_FLOW_CNT => (MapType::PerCpuArray, 4, c, FLOW_CNT_ENTRIES),
         n if n == names::MAP_WDROP => {
             (MapType::LruHash, size_of::<DropKey>() as u32, size_of::<DropVal>() as u32, WDROP_ENTRIES)
         }

@@ -63,6 +63,7 @@ pub const MAP_DSCRATCH: &str = "PS_DSCRATCH";
 pub const MAP_EPOCH: &str = "PS_EPOCH";
 
 /// Maps that survive an agent restart (pinned under the pin directory and reused while
-/// their layout fits); the policy maps are made fresh at every start.
-pub const COUNTER_MAPS: [&str; 7] =
-    [MAP_RULE_CNT, MAP_STAT_CNT, MAP_ERULE_CNT, MAP_ESTAT_CNT, MAP_FLOW_CNT, MAP_WDROP, MAP_EPOCH];
+/// their layout fits); the policy maps are made fresh at every start, and so are the flow
+/// table and its counters (`PS_FLOW_CNT` describes the table now: created + seeded −
+/// expired − tracked = evicted).
+pub const COUNTER_MAPS: [&str; 6] = [MAP_RULE_CNT, MAP_STAT_CNT, MAP_ERULE_CNT, MAP_ESTAT_CNT, MAP_WDROP, MAP_EPOCH];
