@@ -160,6 +160,9 @@ fn dry_run_report_lists_what_would_break() {
         assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 9999, OPEN), Probe::Refused);
     }
     assert_eq!(udp_probe(&lab.b, 0, PS_ETH1_V4, 5222, OPEN), Probe::Refused, "ps-10 is tcp");
+    for _ in 0..3 {
+        assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V6, 9997, OPEN), Probe::Refused, "IPv6");
+    }
 
     let out = ps_agent(&["--state-dir", &sd, "report", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -183,6 +186,12 @@ fn dry_run_report_lists_what_would_break() {
     let g = group(&r, "udp", 5222, "eth1");
     assert_eq!(g["nearest"]["kind"], "other_protocol", "{g}");
     assert_eq!(g["nearest"]["rows"], serde_json::json!(["ps-10"]));
+    let g = group(&r, "udp", 9997, "eth0");
+    assert_eq!(
+        (g["packets"].as_u64(), g["sources"][0]["src"].as_str()),
+        (Some(3), Some("fd00::2")),
+        "IPv6 source: {g}"
+    );
     // Busiest first.
     let volumes: Vec<u64> = r["groups"].as_array().unwrap().iter().map(|g| g["packets"].as_u64().unwrap()).collect();
     assert!(volumes.windows(2).all(|w| w[0] >= w[1]), "{volumes:?}");
