@@ -156,6 +156,15 @@ pub enum LoadError {
         #[source]
         source: io::Error,
     },
+    /// The pinned counter maps could not be checked or cleared.
+    #[error("failed to prepare the pinned counters in {}: {source}", dir.display())]
+    CounterPins {
+        /// Pin directory.
+        dir: PathBuf,
+        /// Cause.
+        #[source]
+        source: crate::pinned::PinnedError,
+    },
     /// The policy does not fit the maps.
     #[error("the compiled policy has {needed} {what}; the maps hold {cap}")]
     TooBig {
@@ -365,11 +374,8 @@ impl Loaded {
                     path: dir.clone(),
                     source,
                 })?;
-                crate::pinned::prepare_counter_pins(dir, cap, layout).map_err(|e| LoadError::Io {
-                    action: "prepare the counter pins in",
-                    path: dir.clone(),
-                    source: io::Error::other(e.to_string()),
-                })?;
+                crate::pinned::prepare_counter_pins(dir, cap, layout)
+                    .map_err(|source| LoadError::CounterPins { dir: dir.clone(), source })?;
                 names::COUNTER_MAPS.into_iter().map(|n| (n, dir.join(n))).collect()
             }
             None => vec![],
