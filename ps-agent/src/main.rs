@@ -265,7 +265,8 @@ fn report(state_dir: &Path, json: bool) -> anyhow::Result<()> {
     let state = ps_agent::pinned::read_state(state_dir)?;
     let mode = load::read_pinned_mode(&state.pin_dir)?;
     let table = ps_agent::pinned::read_wdrop(&state.pin_dir)?;
-    let r = ps_agent::report::build(&state, mode.as_str(), &table, load::monotonic_ns());
+    let now_unix = ps_agent::pinned::unix_now_ns() / 1_000_000_000;
+    let r = ps_agent::report::build(&state, mode.as_str(), &table, load::monotonic_ns(), now_unix);
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

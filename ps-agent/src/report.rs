@@ -174,6 +174,10 @@ pub struct Source {
     pub first_seen_s_ago: u64,
     /// Seconds since its last packet.
     pub last_seen_s_ago: u64,
+    /// Its first packet, Unix time.
+    pub first_seen_unix: u64,
+    /// Its last packet, Unix time.
+    pub last_seen_unix: u64,
 }
 
 /// What enforcing would cut: one protocol, port and interface.
@@ -191,6 +195,10 @@ pub struct Group {
     pub packets: u64,
     /// Bytes, all sources.
     pub bytes: u64,
+    /// First packet of any source, Unix time.
+    pub first_seen_unix: u64,
+    /// Last packet of any source, Unix time.
+    pub last_seen_unix: u64,
     /// Sources, busiest first.
     pub sources: Vec<Source>,
     /// The nearest matrix row, if one is close.
@@ -231,8 +239,9 @@ pub fn addr(family: u8, a: &[u8; 16]) -> String {
     }
 }
 
-/// Build the report (pure: `now_ns` is CLOCK_MONOTONIC, the clock of the table).
-pub fn build(state: &AgentState, mode: &str, table: &[(DropKey, DropVal)], now_ns: u64) -> DryRunReport {
+/// Build the report (pure: `now_ns` is CLOCK_MONOTONIC, the clock of the table, and
+/// `now_unix` the wall clock at the same instant).
+pub fn build(state: &AgentState, mode: &str, table: &[(DropKey, DropVal)], now_ns: u64, now_unix: u64) -> DryRunReport {
     let iface_of = |slot: u32| {
         state.interfaces.iter().find(|a| a.slot == slot).map_or_else(|| format!("slot{slot}"), |a| a.name.clone())
     };
@@ -247,6 +256,8 @@ pub fn build(state: &AgentState, mode: &str, table: &[(DropKey, DropVal)], now_n
             reason: String::new(),
             packets: 0,
             bytes: 0,
+            first_seen_unix: u64::MAX,
+            last_seen_unix: 0,
             sources: vec![],
             nearest: None,
         });
@@ -258,6 +269,10 @@ pub fn build(state: &AgentState, mode: &str, table: &[(DropKey, DropVal)], now_n
             g.reason = DropReason::from_u32(v.reason).map_or_else(|| v.reason.to_string(), |r| r.as_str().into());
             g.nearest = nearest(&state.rows, &state.management_interface, &proto, k.dport, &iface, v.sport);
         }
+        let (first_unix, last_unix) =
+            (now_unix.saturating_sub(ago(v.first_ns)), now_unix.saturating_sub(ago(v.last_ns)));
+        g.first_seen_unix = g.first_seen_unix.min(first_unix);
+        g.last_seen_unix = g.last_seen_unix.max(last_unix);
         g.sources.push(Source {
             src: addr(k.family, &k.src),
             last_sport: v.sport,
@@ -265,6 +280,8 @@ pub fn build(state: &AgentState, mode: &str, table: &[(DropKey, DropVal)], now_n
             bytes: v.bytes,
             first_seen_s_ago: ago(v.first_ns),
             last_seen_s_ago: ago(v.last_ns),
+            first_seen_unix: first_unix,
+            last_seen_unix: last_unix,
         });
     }
     let mut groups: Vec<Group> = groups.into_values().collect();
@@ -435,7 +452,7 @@ mod tests {
             (k(2, 6, 5063, 1), v(3, DropReason::NoRule)),
             (k(2, 6, 7000, 2), v(9, DropReason::Interface)),
         ];
-        let r = build(&state, "dry-run", &table, 30 * s);
+        let r = build(&state, "dry-run", &table, 30 * s, 1_700_000_000);
         let key: Vec<(&str, u16, &str, u64)> =
             r.groups.iter().map(|g| (g.proto.as_str(), g.dport, g.iface.as_str(), g.packets)).collect();
         assert_eq!(key, vec![("tcp", 7000, "eth1", 9), ("udp", 9999, "eth0", 7), ("tcp", 5063, "eth0", 3)]);
@@ -444,6 +461,7 @@ mod tests {
         assert_eq!(r.groups[1].sources.iter().map(|s| s.packets).collect::<Vec<_>>(), vec![5, 2]);
         assert_eq!(r.groups[1].sources[0].src, "198.18.0.2");
         assert_eq!((r.groups[1].sources[0].first_seen_s_ago, r.groups[1].sources[0].last_seen_s_ago), (20, 10));
+        assert_eq!((r.groups[1].first_seen_unix, r.groups[1].last_seen_unix), (1_699_999_980, 1_699_999_990));
         assert!(r.groups[1].nearest.is_none());
         assert_eq!((r.packets, r.flows), (19, 4));
         let text = render(&r);

@@ -172,6 +172,10 @@ fn dry_run_report_lists_what_would_break() {
     assert_eq!((g["packets"].as_u64(), g["reason"].as_str()), (Some(4), Some("no_rule")), "{g}");
     assert_eq!(g["sources"][0]["src"], A_V4);
     assert!(g["nearest"].is_null(), "nothing near udp/9999: {g}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let last = g["last_seen_unix"].as_u64().unwrap();
+    assert!(last <= now && now - last < 30, "last seen {last}, now {now}");
+    assert!(g["first_seen_unix"].as_u64().unwrap() <= last);
     let g = group(&r, "tcp", 9999, "eth0");
     assert_eq!(g["packets"].as_u64(), Some(2), "two SYNs: {g}");
     assert!(g["nearest"].is_null());
