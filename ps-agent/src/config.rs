@@ -377,6 +377,7 @@ struct SiteFile {
     flow_table_size: Option<Spanned<u32>>,
     #[serde(default)]
     timeouts: Timeouts,
+    metrics: Option<Spanned<String>>,
 }
 
 /// How replies to outbound rows are admitted.
@@ -494,6 +495,8 @@ pub struct Site {
     pub timeouts: Timeouts,
     /// Where it was read from.
     pub origin: String,
+    /// Serve OpenMetrics here (`ps-agent run --metrics` overrides it).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for Site {
@@ -515,6 +518,7 @@ impl Default for Site {
             flow_table_size: ps_common::layout::DEFAULT_FLOW_TABLE_SIZE,
             timeouts: Timeouts::default(),
             origin: "<defaults>".into(),
+            metrics: None,
         }
     }
 }
@@ -665,7 +669,20 @@ impl Site {
             Some(n) => n.into_inner(),
             None => ps_common::layout::DEFAULT_FLOW_TABLE_SIZE,
         };
+        let metrics = match &f.metrics {
+            Some(m) => Some(m.get_ref().parse::<std::net::SocketAddr>().map_err(|e| {
+                field(
+                    file,
+                    text,
+                    m,
+                    "metrics",
+                    format!("invalid address `{}`: {e}; write IP:PORT, e.g. \"127.0.0.1:9487\"", m.get_ref()),
+                )
+            })?),
+            None => None,
+        };
         Ok(Self {
+            metrics,
             reply_tracking: f.reply_tracking.unwrap_or_default(),
             egress: f.egress.unwrap_or_default(),
             flow_table_size,

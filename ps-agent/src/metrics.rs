@@ -392,6 +392,16 @@ mod tests {
     }
 
     #[test]
+    fn site_config_names_the_address() {
+        let m = crate::config::Matrix::shipped();
+        let site = crate::config::Site::parse("metrics = \"127.0.0.1:9500\"\n", "site.toml", &m).unwrap();
+        assert_eq!(site.metrics, Some("127.0.0.1:9500".parse().unwrap()));
+        assert_eq!(crate::config::Site::parse("", "site.toml", &m).unwrap().metrics, None, "off unless asked");
+        let e = crate::config::Site::parse("mode = \"enforce\"\nmetrics = \"9487\"\n", "site.toml", &m).unwrap_err();
+        assert!(e.to_string().starts_with("site.toml:2: field `metrics`: invalid address `9487`"), "{e}");
+    }
+
+    #[test]
     fn routes() {
         assert_eq!(route("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", || Ok("m".into())).0, "200 OK");
         assert_eq!(route("GET /metrics?x=1 HTTP/1.1\r\n\r\n", || Ok("m".into())).2, "m");

@@ -203,7 +203,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     claim(&opts.state_dir, &opts.pin_dir)?;
     make_room(&ifaces, opts.force)?;
-    let metrics = match opts.metrics {
+    let metrics = match opts.metrics.or(cfg.site.metrics) {
         Some(addr) => Some(crate::metrics::bind(addr).await.map_err(|source| RunError::Metrics { addr, source })?),
         None => None,
     };
@@ -311,7 +311,7 @@ fn observe_state(state: &mut AgentState, cfg: &Config, set: &RuleSet, opts: &Run
     state.counters_since_unix = crate::pinned::read_epoch(&opts.pin_dir).map_or(0, |e| e.since_unix_ns / 1_000_000_000);
     state.policy_load_ms = load_ms;
     state.kernel = crate::doctor::kernel_release();
-    state.metrics = opts.metrics.map(|a| a.to_string());
+    state.metrics = opts.metrics.or(cfg.site.metrics).map(|a| a.to_string());
     state.rows = crate::report::row_hints(cfg, set);
 }
 
