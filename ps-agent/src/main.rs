@@ -258,7 +258,19 @@ fn stats(state_dir: &Path, json: bool, watch: bool, interval: f64) -> anyhow::Re
         }
         return Ok(());
     }
-    Ok(ps_agent::watch::run(|| ps_agent::pinned::snapshot(state_dir).map(|(_, r)| r), interval, json)?)
+    let frame = || -> anyhow::Result<(observe::StatsReport, Option<ps_agent::report::DryRunReport>)> {
+        let (state, r) = ps_agent::pinned::snapshot(state_dir)?;
+        // What enforcing would cut, from the would-drop table (dry-run only).
+        let cut = if r.mode == "dry-run" {
+            let table = ps_agent::pinned::read_wdrop(&state.pin_dir)?;
+            let now_unix = ps_agent::pinned::unix_now_ns() / 1_000_000_000;
+            Some(ps_agent::report::build(&state, &r.mode, &table, load::monotonic_ns(), now_unix))
+        } else {
+            None
+        };
+        Ok((r, cut))
+    };
+    Ok(ps_agent::watch::run(frame, interval, json)?)
 }
 
 fn report(state_dir: &Path, json: bool) -> anyhow::Result<()> {

@@ -68,11 +68,13 @@ pub struct View {
     pub interval: f64,
     /// Wall clock now, seconds since the epoch (shown in the header).
     pub now_unix: u64,
+    /// Groups of the dry-run report shown at most ("what enforcing would cut").
+    pub max_cut: usize,
 }
 
 impl Default for View {
     fn default() -> Self {
-        Self { width: 80, max_rules: 20, color: false, interval: 1.0, now_unix: 0 }
+        Self { width: 80, max_rules: 20, color: false, interval: 1.0, now_unix: 0, max_cut: 5 }
     }
 }
 
@@ -106,6 +108,17 @@ fn r_or_dash(v: Option<f64>) -> String {
 
 /// The live view (pure). `prev` is the previous report and the seconds since it.
 pub fn render(r: &StatsReport, prev: Option<(&StatsReport, f64)>, v: &View) -> String {
+    render_with_cut(r, prev, None, v)
+}
+
+/// [`render`], plus the busiest groups of the dry-run report (`ps-agent report`): what
+/// enforcing would cut now.
+pub fn render_with_cut(
+    r: &StatsReport,
+    prev: Option<(&StatsReport, f64)>,
+    cut: Option<&crate::report::DryRunReport>,
+    v: &View,
+) -> String {
     let w = v.width.max(40);
     let c = v.color;
     let mut lines: Vec<String> = Vec::new();
@@ -243,6 +256,29 @@ pub fn render(r: &StatsReport, prev: Option<(&StatsReport, f64)>, v: &View) -> S
         lines.push(paint(c, color, format!("{:<32} {:>10} {:>8}", fit(what, 32), human(*n), r_or_dash(*pps))));
     }
     lines.push(String::new());
+    if let Some(cut) = cut.filter(|c| !c.groups.is_empty()) {
+        lines.push(paint(
+            c,
+            "1;7",
+            format!(
+                "{:<26} {:>8} {:>7}  {}",
+                "ENFORCING WOULD CUT", "PACKETS", "SOURCES", "NEAREST ROW (ps-agent report)"
+            ),
+        ));
+        for g in cut.groups.iter().take(v.max_cut) {
+            let near = g.nearest.as_ref().map_or("-".to_string(), |n| format!("{} ({})", n.rows.join(","), n.kind));
+            lines.push(format!(
+                "{:<26} {:>8} {:>7}  {near}",
+                fit(&format!("{}/{} on {}", g.proto, g.dport, g.iface), 26),
+                human(g.packets),
+                g.sources.len()
+            ));
+        }
+        if cut.groups.len() > v.max_cut {
+            lines.push(format!("  ({} more: ps-agent report)", cut.groups.len() - v.max_cut));
+        }
+        lines.push(String::new());
+    }
     let t = &r.totals;
     lines.push(format!(
         "total {} = {} by rule + {} other + {} dropped + {} would drop",
@@ -386,8 +422,9 @@ pub enum WatchError {
 
 /// Refresh `snapshot` every `interval` seconds until q / Ctrl-C / a signal. `json`
 /// prints one JSON object per line instead of the view.
+/// `snapshot` also returns the dry-run report, when there is one to show.
 pub fn run<E: std::fmt::Display>(
-    mut snapshot: impl FnMut() -> Result<StatsReport, E>,
+    mut snapshot: impl FnMut() -> Result<(StatsReport, Option<crate::report::DryRunReport>), E>,
     interval: f64,
     json: bool,
 ) -> Result<(), WatchError> {
@@ -406,8 +443,8 @@ pub fn run<E: std::fmt::Display>(
     let mut stdin_open = true;
     let mut prev: Option<(StatsReport, Instant)> = None;
     let result = loop {
-        let r = match snapshot() {
-            Ok(r) => r,
+        let (r, cut) = match snapshot() {
+            Ok(x) => x,
             Err(e) => break Err(WatchError::Snapshot(e.to_string())),
         };
         let now = Instant::now();
@@ -422,8 +459,10 @@ pub fn run<E: std::fmt::Display>(
                 color,
                 interval,
                 now_unix: crate::pinned::unix_now_ns() / 1_000_000_000,
+                max_cut: 5,
             };
-            let text = render(&r, prev.as_ref().map(|(p, t)| (p, now.duration_since(*t).as_secs_f64())), &view);
+            let elapsed = prev.as_ref().map(|(p, t)| (p, now.duration_since(*t).as_secs_f64()));
+            let text = render_with_cut(&r, elapsed, cut.as_ref(), &view);
             if stdout_tty {
                 write!(out, "\x1b[H\x1b[2J{}", text.replace('\n', "\r\n"))?;
             } else {
@@ -545,6 +584,29 @@ mod tests {
         assert!(coloured.contains("\x1b[33m"), "would-drops in yellow");
         let narrow = render(&r, None, &View { width: 60, ..View::default() });
         assert!(narrow.lines().all(|l| l.chars().count() <= 60));
+    }
+
+    #[test]
+    fn shows_what_enforcing_would_cut() {
+        let r = report(5, 0, 7);
+        let cut: crate::report::DryRunReport = serde_json::from_value(serde_json::json!({
+            "mode": "dry-run", "packets": 7, "flows": 2, "groups": [
+              {"proto": "udp", "dport": 9999, "iface": "eth0", "reason": "no_rule", "packets": 6, "bytes": 360,
+               "first_seen_unix": 0, "last_seen_unix": 0, "sources": [], "nearest": null},
+              {"proto": "tcp", "dport": 5063, "iface": "eth0", "reason": "no_rule", "packets": 1, "bytes": 74,
+               "first_seen_unix": 0, "last_seen_unix": 0, "sources": [],
+               "nearest": {"kind": "disabled", "rows": ["ps-07", "ps-08"], "why": "optional"}}]
+        }))
+        .unwrap();
+        let text = render_with_cut(&r, None, Some(&cut), &View { max_cut: 1, ..View::default() });
+        assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+        let i = text.lines().position(|l| l.starts_with("ENFORCING WOULD CUT")).expect(&text);
+        let l: Vec<&str> = text.lines().collect();
+        assert_eq!(l[i + 1].split_whitespace().collect::<Vec<_>>(), ["udp/9999", "on", "eth0", "6", "0", "-"]);
+        assert_eq!(l[i + 2], "  (1 more: ps-agent report)");
+        let all = render_with_cut(&r, None, Some(&cut), &View::default());
+        assert!(all.contains("ps-07,ps-08 (disabled)"), "{all}");
+        assert!(!render(&r, None, &View::default()).contains("ENFORCING"));
     }
 
     #[test]

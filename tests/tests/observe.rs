@@ -300,6 +300,7 @@ fn watch_quits_on_q_and_on_signals() {
     let frame = out.split("---\n").nth(1).unwrap();
     assert!(frame.lines().all(|l| l.chars().count() <= 80), "{frame}");
     assert!(frame.contains("IFACE") && frame.contains("would drop no_rule"), "{frame}");
+    assert!(frame.contains("ENFORCING WOULD CUT") && frame.contains("udp/9999 on eth0"), "dry-run: {frame}");
     // SIGINT and SIGTERM end it cleanly too.
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let mut c = spawn();
