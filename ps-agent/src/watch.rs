@@ -452,8 +452,8 @@ pub fn run<E: std::fmt::Display>(
         if json {
             writeln!(out, "{}", serde_json::to_string(&r).expect("serializable"))?;
         } else {
-            let (cols, _) = term_size().unwrap_or((80, 24));
-            let view = View {
+            let (cols, rows) = term_size().unwrap_or((80, 24));
+            let mut view = View {
                 width: if stdout_tty { cols.max(40) } else { 80 },
                 max_rules: 20,
                 color,
@@ -462,7 +462,13 @@ pub fn run<E: std::fmt::Display>(
                 max_cut: 5,
             };
             let elapsed = prev.as_ref().map(|(p, t)| (p, now.duration_since(*t).as_secs_f64()));
-            let text = render_with_cut(&r, elapsed, cut.as_ref(), &view);
+            let mut text = render_with_cut(&r, elapsed, cut.as_ref(), &view);
+            // On a short terminal, fewer rules rather than a scrolled-off header.
+            let over = text.lines().count().saturating_sub(rows.saturating_sub(1));
+            if stdout_tty && over > 0 && view.max_rules > 3 {
+                view.max_rules = view.max_rules.saturating_sub(over).max(3);
+                text = render_with_cut(&r, elapsed, cut.as_ref(), &view);
+            }
             if stdout_tty {
                 write!(out, "\x1b[H\x1b[2J{}", text.replace('\n', "\r\n"))?;
             } else {
