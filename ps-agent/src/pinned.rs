@@ -16,7 +16,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{Array, HashMap, Map, MapData, MapType};
+use aya::maps::{Array, Map, MapData, MapType, PerCpuHashMap};
 use log::{info, warn};
 use ps_common::{
     MAX_IFACES, STAT_STRIDE,
@@ -90,7 +90,7 @@ pub fn expected_shape(name: &str, rules_cap: u32) -> Option<(MapType, u32, u32, 
             (MapType::PerCpuArray, 4, c, MAX_IFACES * STAT_STRIDE)
         }
         n if n == names::MAP_WDROP => {
-            (MapType::LruHash, size_of::<DropKey>() as u32, size_of::<DropVal>() as u32, WDROP_ENTRIES)
+            (MapType::LruPerCpuHash, size_of::<DropKey>() as u32, size_of::<DropVal>() as u32, WDROP_ENTRIES)
         }
         n if n == names::MAP_EPOCH => (MapType::Array, 4, size_of::<Epoch>() as u32, 1),
         _ => return None,
@@ -191,21 +191,39 @@ pub fn read_epoch(dir: &Path) -> Result<Epoch, PinnedError> {
     a.get(&0, 0).map_err(map_err("read", &path))
 }
 
-/// The would-drop table pinned under `dir`.
+/// The would-drop table pinned under `dir`, the CPUs' values merged.
 pub fn read_wdrop(dir: &Path) -> Result<Vec<(DropKey, DropVal)>, PinnedError> {
     let path = dir.join(names::MAP_WDROP);
-    let h: HashMap<MapData, DropKey, DropVal> =
-        HashMap::try_from(open_pinned(&path)?).map_err(map_err("open", &path))?;
+    let h: PerCpuHashMap<MapData, DropKey, DropVal> =
+        PerCpuHashMap::try_from(open_pinned(&path)?).map_err(map_err("open", &path))?;
     let mut out = Vec::new();
     for kv in h.iter() {
         match kv {
-            Ok(kv) => out.push(kv),
+            Ok((k, v)) => out.push((k, merge_cpus(v.iter()))),
             // Evicted while we iterate.
             Err(aya::maps::MapError::KeyNotFound) => continue,
             Err(e) => return Err(map_err("read", &path)(e)),
         }
     }
     Ok(out)
+}
+
+/// One flow's per-CPU values as one: counts added, the earliest first packet, and the
+/// last packet (with its reason and source port) of whichever CPU saw it last.
+pub fn merge_cpus<'a>(values: impl Iterator<Item = &'a DropVal>) -> DropVal {
+    let mut m = DropVal { first_ns: u64::MAX, ..DropVal::default() };
+    for v in values.filter(|v| v.packets > 0) {
+        m.packets += v.packets;
+        m.bytes += v.bytes;
+        m.first_ns = m.first_ns.min(v.first_ns);
+        if v.last_ns >= m.last_ns {
+            (m.last_ns, m.reason, m.sport) = (v.last_ns, v.reason, v.sport);
+        }
+    }
+    if m.packets == 0 {
+        m.first_ns = 0;
+    }
+    m
 }
 
 /// Why a snapshot of the running agent could not be taken.
@@ -298,6 +316,22 @@ mod tests {
         let mut fewer = set.clone();
         fewer.rules.pop();
         assert_ne!(h, layout_hash(&fewer, &ifs, 1024));
+    }
+
+    #[test]
+    fn cpus_merge() {
+        let v = |packets, first_ns, last_ns, reason, sport| DropVal {
+            packets,
+            bytes: packets * 60,
+            first_ns,
+            last_ns,
+            reason,
+            sport,
+            _pad: 0,
+        };
+        let m = merge_cpus([v(3, 10, 50, 0, 1000), v(0, 0, 0, 0, 0), v(2, 5, 70, 1, 2000)].iter());
+        assert_eq!(m, v(5, 5, 70, 1, 2000));
+        assert_eq!(merge_cpus([v(0, 0, 0, 0, 0)].iter()).packets, 0);
     }
 
     #[test]

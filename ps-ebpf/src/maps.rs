@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use ps_common::{
     DEFAULT_RULES_CAP, GENERATIONS, MAX_IFACES, MAX_IFINDEX, PORTS_ENTRIES, STAT_STRIDE,
@@ -99,9 +99,9 @@ pub fn count(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
 
 // Observability (issue 5): see `ps_common::observe`.
 
-/// Flows dry-run would have dropped.
+/// Flows dry-run would have dropped (per CPU: exact counts without atomics; the agent sums).
 #[map]
-pub static PS_WDROP: LruHashMap<DropKey, DropVal> = LruHashMap::with_max_entries(WDROP_ENTRIES, 0);
+pub static PS_WDROP: LruPerCpuHashMap<DropKey, DropVal> = LruPerCpuHashMap::with_max_entries(WDROP_ENTRIES, 0);
 /// Drop and would-drop events for the agent.
 #[map]
 pub static PS_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);

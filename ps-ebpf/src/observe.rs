@@ -91,22 +91,29 @@ fn record(s: &mut DropScratch, slot: u32, now: u64) {
     s.key.family = e.family;
     s.key.slot = slot;
     let (len, sport, reason) = (e.len as u64, e.sport, e.reason as u32);
-    if let Some(v) = PS_WDROP.get_ptr_mut(&s.key) {
-        // SAFETY: the value lives as long as the entry. Two CPUs hitting the same flow at
-        // the same instant may lose an increment (the bpfel target has no atomic
-        // fetch-add in core); the table is a report, not a counter of record.
-        unsafe {
-            (*v).packets += 1;
-            (*v).bytes += len;
-            (*v).last_ns = now;
-            (*v).reason = reason;
-            (*v).sport = sport;
+    // Per-CPU values: this CPU's slot only, so no increment is lost. A slot other CPUs
+    // created holds zeros here: its first packet on this CPU sets `first_ns`.
+    for _ in 0..2 {
+        if let Some(v) = PS_WDROP.get_ptr_mut(&s.key) {
+            // SAFETY: this CPU's value, alive as long as the entry.
+            unsafe {
+                if (*v).packets == 0 {
+                    (*v).first_ns = now;
+                }
+                (*v).packets += 1;
+                (*v).bytes += len;
+                (*v).last_ns = now;
+                (*v).reason = reason;
+                (*v).sport = sport;
+            }
+            return;
         }
-        return;
+        s.val = DropVal { packets: 1, bytes: len, first_ns: now, last_ns: now, reason, sport, _pad: 0 };
+        // NOEXIST: if another CPU created the flow meanwhile, add to it (second round).
+        if PS_WDROP.insert(&s.key, &s.val, BPF_NOEXIST as u64).is_ok() {
+            return;
+        }
     }
-    s.val = DropVal { packets: 1, bytes: len, first_ns: now, last_ns: now, reason, sport, _pad: 0 };
-    // NOEXIST: if another CPU created the flow meanwhile, its entry stays.
-    let _ = PS_WDROP.insert(&s.key, &s.val, BPF_NOEXIST as u64);
 }
 
 /// Send the event, if the CPU's token bucket allows.
