@@ -51,7 +51,7 @@ pub const PINNED_MAPS: [&str; 12] = [
 /// Where `ps-agent run` pins its maps.
 pub const PIN_DIR: &str = "/sys/fs/bpf/ps-agent";
 
-/// `LruHashMap<DropKey, DropVal>`: flows dry-run would have dropped (issue 5).
+/// `LruPerCpuHashMap<DropKey, DropVal>`: flows dry-run would have dropped (issue 5).
 pub const MAP_WDROP: &str = "PS_WDROP";
 /// Ring buffer of `Event`: drops and would-drops for the agent's log.
 pub const MAP_EVENTS: &str = "PS_EVENTS";

@@ -2,7 +2,7 @@
 //! agent through a ring buffer, and the epoch of the counters that survive restarts.
 //!
 //! ```text
-//! PS_WDROP{DropKey}      LRU hash, dry-run only: would-dropped flows -> DropVal
+//! PS_WDROP{DropKey}      per-CPU LRU hash, dry-run only: would-dropped flows -> DropVal
 //! PS_EVENTS              ring buffer of Event (drops and would-drops), rate-limited per CPU
 //! PS_EVENT_RL[0]         per-CPU TokenBucket of the events (separate from the aya-log one)
 //! PS_DSCRATCH[0]         per-CPU DropScratch: the drop path builds key, value and event
