@@ -380,6 +380,7 @@ struct SiteFile {
     flow_table_size: Option<Spanned<u32>>,
     #[serde(default)]
     timeouts: Timeouts,
+    metrics: Option<Spanned<String>>,
     #[serde(default)]
     systems: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
 }
@@ -574,6 +575,8 @@ pub struct Site {
     pub origin: String,
     /// Things the operator should clean up (e.g. a disabled row the matrix no longer has).
     pub warnings: Vec<String>,
+    /// Serve OpenMetrics here (`ps-agent run --metrics` overrides it).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for Site {
@@ -597,6 +600,7 @@ impl Default for Site {
             systems: BTreeMap::new(),
             origin: "<defaults>".into(),
             warnings: vec![],
+            metrics: None,
         }
     }
 }
@@ -800,8 +804,21 @@ impl Site {
             }
             systems.insert(name.clone(), cidrs);
         }
+        let metrics = match &f.metrics {
+            Some(m) => Some(m.get_ref().parse::<std::net::SocketAddr>().map_err(|e| {
+                field(
+                    file,
+                    text,
+                    m,
+                    "metrics",
+                    format!("invalid address `{}`: {e}; write IP:PORT, e.g. \"127.0.0.1:9487\"", m.get_ref()),
+                )
+            })?),
+            None => None,
+        };
         Ok(Self {
             systems,
+            metrics,
             reply_tracking: f.reply_tracking.unwrap_or_default(),
             egress: f.egress.unwrap_or_default(),
             flow_table_size,

@@ -156,6 +156,15 @@ pub enum LoadError {
         #[source]
         source: io::Error,
     },
+    /// The pinned counter maps could not be checked or cleared.
+    #[error("failed to prepare the pinned counters in {}: {source}", dir.display())]
+    CounterPins {
+        /// Pin directory.
+        dir: PathBuf,
+        /// Cause.
+        #[source]
+        source: crate::pinned::PinnedError,
+    },
     /// The policy does not fit the maps.
     #[error("the compiled policy has {needed} {what}; the maps hold {cap}")]
     TooBig {
@@ -325,6 +334,9 @@ pub struct LoadOptions {
     pub flow_table_size: u32,
     /// Where a rejected program's verifier log goes.
     pub verifier_log_dir: PathBuf,
+    /// Pin (and reuse) the counter maps here, so that they survive a restart
+    /// (`crate::pinned`); `None`: fresh, unpinned counters (program tests).
+    pub counters_pin_dir: Option<PathBuf>,
 }
 
 impl LoadOptions {
@@ -334,6 +346,7 @@ impl LoadOptions {
             mode,
             flow_table_size: ps_common::layout::DEFAULT_FLOW_TABLE_SIZE,
             verifier_log_dir: std::env::temp_dir(),
+            counters_pin_dir: None,
         }
     }
 }
@@ -350,17 +363,38 @@ impl Loaded {
             return Err(LoadError::NoObject);
         }
         let cap = set.policy.rules_cap;
-        let ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(names::MAP_RULES, GENERATIONS * cap)
             .map_max_entries(names::MAP_RULE_CNT, MAX_IFACES * cap)
             .map_max_entries(names::MAP_ERULE_CNT, MAX_IFACES * cap)
             .map_max_entries(names::MAP_FLOWS, opts.flow_table_size)
-            .map_max_entries(names::MAP_SRC, GENERATIONS * (set.src_prefixes.len() as u32).max(DEFAULT_SRC_ENTRIES / 2))
-            .load(OBJECT)
-            .map_err(|source| LoadError::Object {
-                source: Box::new(source),
-                hint: " (is this kernel 5.10 or newer with CONFIG_BPF_SYSCALL? run `ps-agent doctor`)",
-            })?;
+            .map_max_entries(
+                names::MAP_SRC,
+                GENERATIONS * (set.src_prefixes.len() as u32).max(DEFAULT_SRC_ENTRIES / 2),
+            );
+        // Counters that survive a restart (issue 5): reuse the pins if they fit.
+        let layout = crate::pinned::layout_hash(set, ifaces, cap);
+        let counter_pins: Vec<(&'static str, PathBuf)> = match &opts.counters_pin_dir {
+            Some(dir) => {
+                fs::create_dir_all(dir).map_err(|source| LoadError::Io {
+                    action: "create pin directory",
+                    path: dir.clone(),
+                    source,
+                })?;
+                crate::pinned::prepare_counter_pins(dir, cap, layout)
+                    .map_err(|source| LoadError::CounterPins { dir: dir.clone(), source })?;
+                names::COUNTER_MAPS.into_iter().map(|n| (n, dir.join(n))).collect()
+            }
+            None => vec![],
+        };
+        for (name, path) in &counter_pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let ebpf = loader.load(OBJECT).map_err(|source| LoadError::Object {
+            source: Box::new(source),
+            hint: " (is this kernel 5.10 or newer with CONFIG_BPF_SYSCALL? run `ps-agent doctor`)",
+        })?;
         let mut me = Self {
             ebpf,
             links: vec![],
@@ -370,6 +404,10 @@ impl Loaded {
             rules_cap: cap,
             policy: None,
         };
+        if opts.counters_pin_dir.is_some() {
+            let m = me.map_mut(names::MAP_EPOCH)?;
+            crate::pinned::init_epoch(m, layout).map_err(map_err("write", names::MAP_EPOCH))?;
+        }
         me.write_policy(set, 0, opts.mode)?;
         me.write_ifaces(ifaces, 1)?;
         let log_dir = &opts.verifier_log_dir;

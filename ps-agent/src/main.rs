@@ -1,7 +1,6 @@
 //! ps-agent command line.
 
 use std::{
-    io::{IsTerminal as _, Write as _},
     net::IpAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -58,6 +57,17 @@ enum Command {
         /// Replace XDP programs other tools attached through netlink (a bpf_link cannot be).
         #[arg(long)]
         force: bool,
+        /// Serve OpenMetrics on GET /metrics; alone: 127.0.0.1:9487 (give an address to
+        /// listen elsewhere).
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = ps_agent::metrics::DEFAULT_ADDR)]
+        metrics: Option<std::net::SocketAddr>,
+    },
+    /// What enforcing would cut now: the flows dry-run would have dropped, busiest first,
+    /// with the nearest matrix row.
+    Report {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the counters of the running agent.
     Stats {
@@ -357,7 +367,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Matrix {
             command: MatrixCommand::Import { file, product, id_prefix, output, format, allow_partial },
         } => matrix_import(&file, ImportOptions { product, id_prefix }, output.as_deref(), format, allow_partial),
-        Command::Run { config, ifaces, dry_run, xdp_mode, force } => {
+        Command::Run { config, ifaces, dry_run, xdp_mode, force, metrics } => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
             rt.block_on(run::run(RunOptions {
                 config,
@@ -367,6 +377,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 pin_dir: cli.pin_dir,
                 state_dir: cli.state_dir,
                 force,
+                metrics,
             }))?;
             Ok(())
         }
@@ -413,6 +424,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("dry-run: nothing is dropped; would-drops are counted");
             Ok(())
         }
+        Command::Report { json } => report(&cli.state_dir, json),
     }
 }
 
@@ -544,31 +556,33 @@ fn stats(state_dir: &Path, json: bool, watch: bool, interval: f64) -> anyhow::Re
         }
         return Ok(());
     }
-    if interval <= 0.0 {
-        bail!("--interval must be positive");
-    }
-    let tty = std::io::stdout().is_terminal();
-    let mut prev: Option<(observe::StatsReport, Instant)> = None;
-    loop {
-        let r = snapshot(state_dir)?;
-        let now = Instant::now();
-        let mut out = std::io::stdout().lock();
-        if json {
-            writeln!(out, "{}", serde_json::to_string(&r)?)?;
+    let frame = || -> anyhow::Result<(observe::StatsReport, Option<ps_agent::report::DryRunReport>)> {
+        let (state, r) = ps_agent::pinned::snapshot(state_dir)?;
+        // What enforcing would cut, from the would-drop table (dry-run only).
+        let cut = if r.mode == "dry-run" {
+            let table = ps_agent::pinned::read_wdrop(&state.pin_dir)?;
+            let now_unix = ps_agent::pinned::unix_now_ns() / 1_000_000_000;
+            Some(ps_agent::report::build(&state, &r.mode, &table, load::monotonic_ns(), now_unix))
         } else {
-            if tty {
-                write!(out, "\x1b[H\x1b[2J")?;
-            }
-            let p = prev.as_ref().map(|(p, t)| (p, now.duration_since(*t).as_secs_f64()));
-            write!(out, "{}", observe::render_table(&r, p))?;
-            if !tty {
-                writeln!(out, "---")?;
-            }
-        }
-        out.flush()?;
-        prev = Some((r, now));
-        std::thread::sleep(Duration::from_secs_f64(interval));
+            None
+        };
+        Ok((r, cut))
+    };
+    Ok(ps_agent::watch::run(frame, interval, json)?)
+}
+
+fn report(state_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let state = ps_agent::pinned::read_state(state_dir)?;
+    let mode = load::read_pinned_mode(&state.pin_dir)?;
+    let table = ps_agent::pinned::read_wdrop(&state.pin_dir)?;
+    let now_unix = ps_agent::pinned::unix_now_ns() / 1_000_000_000;
+    let r = ps_agent::report::build(&state, mode.as_str(), &table, load::monotonic_ns(), now_unix);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", ps_agent::report::render(&r));
     }
+    Ok(())
 }
 
 /// Config with CLI overrides, compiled for this host's ephemeral range.

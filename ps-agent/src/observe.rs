@@ -109,6 +109,22 @@ pub struct AgentState {
     /// Interface disappearances and re-attachments seen.
     #[serde(default)]
     pub link_events: u64,
+    /// Since when the pinned counters count (seconds since the epoch; 0: unknown, use
+    /// `started_unix`). They survive restarts (`crate::pinned`).
+    #[serde(default)]
+    pub counters_since_unix: u64,
+    /// Time from reading the config to the last interface attached, milliseconds.
+    #[serde(default)]
+    pub policy_load_ms: u64,
+    /// Kernel release (`uname -r`).
+    #[serde(default)]
+    pub kernel: String,
+    /// The metrics endpoint, if any.
+    #[serde(default)]
+    pub metrics: Option<String>,
+    /// The matrix rows, for the dry-run report's nearest-row hints.
+    #[serde(default)]
+    pub rows: Vec<crate::report::RowHint>,
 }
 
 /// A pending commit-confirm: enforce now, back to dry-run at the deadline unless
@@ -162,6 +178,11 @@ impl AgentState {
             reloads: 0,
             last_reload: None,
             link_events: 0,
+            counters_since_unix: 0,
+            policy_load_ms: 0,
+            kernel: String::new(),
+            metrics: None,
+            rows: vec![],
         }
     }
 
@@ -310,6 +331,47 @@ pub struct StatsReport {
     pub flows: FlowSummary,
     /// What the host sent.
     pub egress: EgressReport,
+    /// When the agent started (seconds since the epoch); `since_unix` is when the
+    /// counters started, which survives restarts.
+    #[serde(default)]
+    pub started_unix: u64,
+    /// Ingress per interface: totals, drops and would-drops by reason.
+    #[serde(default)]
+    pub per_interface: BTreeMap<String, IfaceReport>,
+    /// Drop events: how many the program's rate limiter suppressed and how many a full
+    /// ring buffer lost (the rest reached the agent's log).
+    #[serde(default)]
+    pub events: EventCounts,
+}
+
+/// Ingress of one interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IfaceReport {
+    /// Every packet the program saw here.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Admitted by a rule.
+    pub by_rule: Pb,
+    /// Passed without a rule.
+    pub passed: Pb,
+    /// Dropped.
+    pub dropped: Pb,
+    /// Would have been dropped.
+    pub would_drop: Pb,
+    /// Dropped packets per reason (every reason).
+    pub drops: BTreeMap<String, u64>,
+    /// Would-drop packets per reason (every reason).
+    pub would_drops: BTreeMap<String, u64>,
+}
+
+/// Drop events not logged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventCounts {
+    /// Suppressed by the per-CPU token bucket.
+    pub suppressed: u64,
+    /// Lost: the ring buffer was full.
+    pub lost: u64,
 }
 
 /// Build the report (pure). `tracked` and `capacity` describe the flow table now.
@@ -396,12 +458,44 @@ pub fn report(state: &AgentState, counters: &Counters, mode: Mode, tracked: u64,
         evicted: 0,
     };
     flows.evicted = (flows.created + flows.seeded).saturating_sub(flows.expired + flows.tracked);
+    let mut per_interface = BTreeMap::new();
+    for a in &state.interfaces {
+        let Some(st) = counters.stats.get(a.slot as usize) else { continue };
+        let mut f = IfaceReport::default();
+        for r in &rules {
+            if let Some(pb) = r.per_interface.get(&a.name) {
+                f.by_rule.packets += pb.packets;
+                f.by_rule.bytes += pb.bytes;
+            }
+        }
+        let at = |b: u32| st.get(b as usize).copied().unwrap_or_default();
+        for r in PassReason::ALL {
+            f.passed.add(&at(STAT_PASS_BASE + r as u32));
+        }
+        for r in DropReason::ALL {
+            let (d, w) = (at(STAT_DROP_BASE + r as u32), at(STAT_WOULD_DROP_BASE + r as u32));
+            f.dropped.add(&d);
+            f.would_drop.add(&w);
+            f.drops.insert(r.as_str().into(), d.packets);
+            f.would_drops.insert(r.as_str().into(), w.packets);
+        }
+        f.packets = f.by_rule.packets + f.passed.packets + f.dropped.packets + f.would_drop.packets;
+        f.bytes = f.by_rule.bytes + f.passed.bytes + f.dropped.bytes + f.would_drop.bytes;
+        per_interface.insert(a.name.clone(), f);
+    }
+    let events = EventCounts {
+        suppressed: bucket(ps_common::observe::STAT_EVENT_SUPPRESSED),
+        lost: bucket(ps_common::observe::STAT_EVENT_LOST),
+    };
     StatsReport {
+        started_unix: state.started_unix,
+        per_interface,
+        events,
         mode: mode.as_str().into(),
         product: state.product.clone(),
         fingerprint: state.fingerprint.clone(),
         pid: state.pid,
-        since_unix: state.started_unix,
+        since_unix: if state.counters_since_unix > 0 { state.counters_since_unix } else { state.started_unix },
         interfaces: state.interfaces.clone(),
         management_interface: state.management_interface.clone(),
         rules,
@@ -443,6 +537,12 @@ pub fn render_table(r: &StatsReport, prev: Option<(&StatsReport, f64)>) -> Strin
     let _ =
         writeln!(o, "ps-agent  mode: {}  replies: {}  pid: {}  policy: {}", r.mode, r.reply_tracking, r.pid, r.product);
     let _ = writeln!(o, "interfaces: {}", ifs.join(", "));
+    let _ = writeln!(
+        o,
+        "counting since {} (agent started {})",
+        crate::pinned::fmt_unix(r.since_unix),
+        crate::pinned::fmt_unix(r.started_unix)
+    );
     let _ = writeln!(o);
     let rate_hdr = if prev.is_some() { "     PPS" } else { "" };
     let _ = writeln!(

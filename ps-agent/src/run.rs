@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// Replace XDP programs other tools attached through netlink.
     pub force: bool,
+    /// Serve OpenMetrics on this address (`crate::metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Why `run` stopped.
@@ -77,6 +79,17 @@ pub enum RunError {
     /// Signal handling.
     #[error("failed to install signal handlers: {0}")]
     Signal(#[source] std::io::Error),
+    /// The metrics endpoint could not listen.
+    #[error(
+        "failed to listen for metrics on {addr}: {source} (is another agent or exporter on that port? pick another with --metrics ADDR)"
+    )]
+    Metrics {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Another XDP program holds an interface.
     #[error("failed to attach to `{iface}`: another XDP program is attached to `{iface}`: {owner}; {hint}")]
     Occupied {
@@ -138,18 +151,19 @@ fn claim(state_dir: &Path, pin_dir: &Path) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Remove the pin directory and everything in it (pins of this version's maps, and any an
-/// older version left). Never the bpffs root itself.
+/// Remove the pins of a run (all but the counters, see below); never the bpffs root.
 fn unpin(pin_dir: &Path) {
     if pin_dir == Path::new("/sys/fs/bpf") || pin_dir.parent().is_none() {
         return;
     }
-    for name in names::PINNED_MAPS {
-        let _ = fs::remove_file(pin_dir.join(name));
-    }
+    // The counter maps stay pinned: the next start reuses them (`crate::pinned`);
+    // `ps-agent unload` removes them. Everything else goes, pins an older version left too.
     if let Ok(entries) = fs::read_dir(pin_dir) {
         for e in entries.flatten() {
-            let _ = fs::remove_file(e.path());
+            let keep = e.file_name().to_str().is_some_and(|n| names::COUNTER_MAPS.contains(&n));
+            if !keep {
+                let _ = fs::remove_file(e.path());
+            }
         }
     }
     let _ = fs::remove_dir(pin_dir);
@@ -189,6 +203,7 @@ fn make_room(ifaces: &[(String, u32)], force: bool) -> Result<(), RunError> {
 
 /// Run until SIGINT/SIGTERM.
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
+    let t0 = std::time::Instant::now();
     let cfg = prepare(opts.config.as_deref(), &opts.ifaces, opts.dry_run, opts.xdp_mode)?;
     load::preflight()?;
     let ifaces = load::resolve_interfaces(cfg.site.interfaces.as_deref())?;
@@ -200,11 +215,16 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     claim(&opts.state_dir, &opts.pin_dir)?;
     make_room(&ifaces, opts.force)?;
+    let metrics = match opts.metrics.or(cfg.site.metrics) {
+        Some(addr) => Some(crate::metrics::bind(addr).await.map_err(|source| RunError::Metrics { addr, source })?),
+        None => None,
+    };
 
     let load_opts = LoadOptions {
         mode: cfg.site.mode,
         flow_table_size: cfg.site.flow_table_size,
         verifier_log_dir: opts.state_dir.clone(),
+        counters_pin_dir: Some(opts.pin_dir.clone()),
     };
     let mut loaded = Loaded::load(&set, &ifaces, &load_opts)?;
     let mut tracking = cfg.site.reply_tracking;
@@ -232,7 +252,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             None
         }
     };
+    let events = crate::events::spawn(loaded.ebpf_mut(), &ifaces_as_attached(&ifaces));
     let attached = loaded.attach(&ifaces, cfg.site.xdp_mode)?;
+    let load_ms = t0.elapsed().as_millis() as u64;
     // From here on, undo on failure: drop detaches, unpin removes the pins.
     let mut state = AgentState::new(
         tracking,
@@ -245,6 +267,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         attached.clone(),
     );
     state.config = (cfg.site.origin != "<defaults>").then(|| PathBuf::from(&cfg.site.origin));
+    observe_state(&mut state, &cfg, &set, &opts, load_ms);
     let publish = |loaded: &Loaded, state: &AgentState| -> Result<(), RunError> {
         loaded.pin(&opts.pin_dir)?;
         fs::create_dir_all(&opts.state_dir).map_err(|source| RunError::Io {
@@ -263,9 +286,19 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         return Err(e);
     }
     announce(&set, &cfg, &attached);
+    let metrics = metrics.map(|l| {
+        info!(
+            "metrics: OpenMetrics on http://{}/metrics",
+            l.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string())
+        );
+        tokio::spawn(crate::metrics::serve(l, opts.state_dir.clone()))
+    });
 
     let mut daemon = Daemon { opts: &opts, loaded, set, state, xdp_mode: cfg.site.xdp_mode, last_flip: None };
     let result = daemon.serve(logger).await;
+    for t in [events, metrics].into_iter().flatten() {
+        t.abort();
+    }
     let Daemon { mut loaded, state, .. } = daemon;
     loaded.detach_all();
     unpin(&opts.pin_dir);
@@ -274,6 +307,29 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let names: Vec<&str> = state.interfaces.iter().map(|a| a.name.as_str()).collect();
     info!("detached from {}; maps unpinned", names.join(", "));
     result
+}
+
+/// Interfaces by ifindex, for the event log (slots as `Loaded::attach` gives them).
+fn ifaces_as_attached(ifaces: &[(String, u32)]) -> Vec<load::Attached> {
+    ifaces
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ifindex))| load::Attached {
+            name: name.clone(),
+            ifindex: *ifindex,
+            slot: i as u32 + 1,
+            xdp_mode: String::new(),
+        })
+        .collect()
+}
+
+/// What `stats`, `report` and the metrics need besides the rules (issue 5).
+fn observe_state(state: &mut AgentState, cfg: &Config, set: &RuleSet, opts: &RunOptions, load_ms: u64) {
+    state.counters_since_unix = crate::pinned::read_epoch(&opts.pin_dir).map_or(0, |e| e.since_unix_ns / 1_000_000_000);
+    state.policy_load_ms = load_ms;
+    state.kernel = crate::doctor::kernel_release();
+    state.metrics = opts.metrics.or(cfg.site.metrics).map(|a| a.to_string());
+    state.rows = crate::report::row_hints(cfg, set);
 }
 
 /// The running agent: what it loaded, and what it does on signals and every second.
@@ -390,6 +446,7 @@ impl Daemon<'_> {
         self.state.rules = set.rules.iter().map(crate::observe::RuleMeta::from).collect();
         self.state.product = cfg.matrix.product.clone();
         self.state.policy = cfg.matrix.origin.clone();
+        self.state.rows = crate::report::row_hints(&cfg, &set);
         self.set = set;
         Ok(())
     }

@@ -14,6 +14,7 @@ pub mod classify;
 pub mod frames;
 pub mod layout;
 pub mod names;
+pub mod observe;
 pub mod parse;
 pub mod reason;
 

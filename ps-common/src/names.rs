@@ -54,3 +54,20 @@ pub const PINNED_MAPS: [&str; 13] = [
 
 /// Where `ps-agent run` pins its maps.
 pub const PIN_DIR: &str = "/sys/fs/bpf/ps-agent";
+
+/// `LruPerCpuHashMap<DropKey, DropVal>`: flows dry-run would have dropped (issue 5).
+pub const MAP_WDROP: &str = "PS_WDROP";
+/// Ring buffer of `Event`: drops and would-drops for the agent's log.
+pub const MAP_EVENTS: &str = "PS_EVENTS";
+/// `PerCpuArray<TokenBucket>`, one entry: the event rate limiter.
+pub const MAP_EVENT_RL: &str = "PS_EVENT_RL";
+/// `PerCpuArray<DropScratch>`, one entry: where the drop path builds what it records.
+pub const MAP_DSCRATCH: &str = "PS_DSCRATCH";
+/// `Array<Epoch>`, one entry: since when the counters count.
+pub const MAP_EPOCH: &str = "PS_EPOCH";
+
+/// Maps that survive an agent restart (pinned under the pin directory and reused while
+/// their layout fits); the policy maps are made fresh at every start, and so are the flow
+/// table and its counters (`PS_FLOW_CNT` describes the table now: created + seeded −
+/// expired − tracked = evicted).
+pub const COUNTER_MAPS: [&str; 6] = [MAP_RULE_CNT, MAP_STAT_CNT, MAP_ERULE_CNT, MAP_ESTAT_CNT, MAP_WDROP, MAP_EPOCH];

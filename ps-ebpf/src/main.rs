@@ -3,11 +3,13 @@
 //!
 //! - `xdp.rs`: ingress enforcement (`ps_xdp`);
 //! - `tc.rs`: egress accounting and flow tracking (`ps_tc_egress`);
+//! - `observe.rs`: the drop path's would-drop table and events (`ps_xdp`);
 //! - `maps.rs`: the maps both share.
 #![no_std]
 #![no_main]
 
 mod maps;
+mod observe;
 mod tc;
 mod xdp;
 

@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use ps_common::{
     DEFAULT_RULES_CAP, GENERATIONS, MAX_IFACES, MAX_IFINDEX, PORTS_ENTRIES, STAT_STRIDE,
@@ -11,6 +11,7 @@ use ps_common::{
         Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_SRC_ENTRIES, FLOW_CNT_ENTRIES, FlowKey, FlowState, IfaceInfo, Policy,
         PortEntry, RuleEntry, State, TokenBucket,
     },
+    observe::{DropKey, DropScratch, DropVal, EVENTS_BYTES, Epoch, WDROP_ENTRIES},
 };
 
 #[map]
@@ -105,3 +106,21 @@ pub fn count(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
         }
     }
 }
+
+// Observability (issue 5): see `ps_common::observe`.
+
+/// Flows dry-run would have dropped (per CPU: exact counts without atomics; the agent sums).
+#[map]
+pub static PS_WDROP: LruPerCpuHashMap<DropKey, DropVal> = LruPerCpuHashMap::with_max_entries(WDROP_ENTRIES, 0);
+/// Drop and would-drop events for the agent.
+#[map]
+pub static PS_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+/// The events' rate limiter (the aya-log one is `PS_LOG_RL`).
+#[map]
+pub static PS_EVENT_RL: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
+/// Where the drop path builds key, value and event (the stack is nearly full).
+#[map]
+pub static PS_DSCRATCH: PerCpuArray<DropScratch> = PerCpuArray::with_max_entries(1, 0);
+/// Since when the counters count: written by the agent, never by the programs.
+#[map]
+pub static PS_EPOCH: Array<Epoch> = Array::with_max_entries(1, 0);

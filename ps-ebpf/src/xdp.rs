@@ -2,7 +2,7 @@
 //! stateful replies against the flow table, count, and log would-drops in dry-run.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
-use aya_log_ebpf::info;
+use aya_log_ebpf::debug;
 use ps_common::{
     MODE_DRY_RUN, STAT_LOG_SUPPRESSED, STAT_STRIDE,
     classify::{Decision, Verdict, decide, flow_key},
@@ -12,7 +12,7 @@ use ps_common::{
     reason::DropReason,
 };
 
-use crate::maps::*;
+use crate::{maps::*, observe};
 
 #[xdp]
 pub fn ps_xdp(ctx: XdpContext) -> u32 {
@@ -40,6 +40,8 @@ fn try_ps_xdp(ctx: &XdpContext) -> Option<u32> {
         }
         Verdict::Drop(r) => {
             count(&PS_STAT_CNT, stat_drop_index(d.slot, r, dry_run), bytes);
+            observe::stage(&d, r, dry_run);
+            observe::observe_drop(ctx);
             if dry_run {
                 log_would_drop(ctx, &d);
                 Some(xdp_action::XDP_PASS)
@@ -79,7 +81,7 @@ fn track_reply(start: usize, end: usize, d: &Decision, counter: u32) -> Verdict 
     Verdict::Rule(counter)
 }
 
-/// Log a would-drop, at most `LOG_BURST` lines then `LOG_RATE_PER_SEC` per CPU.
+/// Log a would-drop (debug level: the agent logs every drop from `PS_EVENTS`), at most `LOG_BURST` lines then `LOG_RATE_PER_SEC` per CPU.
 #[inline(never)]
 fn log_would_drop(ctx: &XdpContext, d: &Decision) {
     let Some(bucket) = PS_LOG_RL.get_ptr_mut(0) else { return };
@@ -91,7 +93,7 @@ fn log_would_drop(ctx: &XdpContext, d: &Decision) {
     }
     let Verdict::Drop(reason) = d.verdict else { return };
     let p = &d.packet;
-    info!(
+    debug!(
         ctx,
         "would drop: reason={} ifindex={} ipv{} proto={} sport={} dport={}",
         reason.as_str(),

@@ -117,10 +117,14 @@ impl Lab {
         lab
     }
 
-    /// Remove the namespaces (and so the veths).
+    /// Remove the namespaces (and so the veths), and the pins of an agent of the same tag
+    /// (counter maps outlive the agent: a rerun must not start from old counts).
     pub fn destroy(&self) {
         for ns in [&self.ps, &self.a, &self.b] {
             sh_ok(&format!("ip netns del {ns}"));
+        }
+        if let Some(tag) = self.ps.strip_prefix("pst-").and_then(|t| t.strip_suffix("-ps")) {
+            let _ = fs::remove_dir_all(format!("/sys/fs/bpf/pst-{tag}"));
         }
     }
 }

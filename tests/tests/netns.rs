@@ -86,7 +86,8 @@ fn enforce_shipped_matrix_ipv4() {
     // Clean exit: detached, unpinned, no state file.
     assert_eq!(agent.stop(), Some(0), "{}", agent.log_text());
     assert!(!xdp_attached(&lab.ps, "eth0") && !xdp_attached(&lab.ps, "eth1"));
-    assert!(!agent.pin_dir.exists(), "pins removed");
+    assert!(!agent.pin_dir.join("PS_PORTS").exists(), "policy pins removed");
+    assert!(agent.pin_dir.join("PS_RULE_CNT").exists(), "counter pins stay for the next start");
     assert!(!agent.state_dir.join("state.json").exists());
     assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 8080, OPEN), Probe::Refused, "after exit nothing is filtered");
 }
@@ -127,12 +128,13 @@ fn dry_run_passes_everything_and_counts_would_drops() {
     assert!(would(&s, "no_rule") >= 2, "{s}");
     assert!(would(&s, "interface") >= 1, "{s}");
     assert_eq!(s["totals"]["dropped"].as_u64().unwrap(), 0, "nothing is dropped in dry-run");
-    // The would-drops are logged (rate-limited) through aya-log.
+    // The would-drops are logged (rate-limited) as events from the ring buffer.
+    let line = "would drop: no_rule on eth0 from 198.18.0.2 tcp";
     let t0 = std::time::Instant::now();
-    while !agent.log_text().contains("would drop: reason=no_rule") && t0.elapsed() < Duration::from_secs(3) {
+    while !agent.log_text().contains(line) && t0.elapsed() < Duration::from_secs(3) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(agent.log_text().contains("would drop: reason=no_rule"), "log:\n{}", agent.log_text());
+    assert!(agent.log_text().contains(line), "log:\n{}", agent.log_text());
 }
 
 #[test]
@@ -152,6 +154,9 @@ fn dry_run_log_is_rate_limited() {
         "suppressed lines are counted: {}",
         s["log_suppressed"]
     );
+    // Every would-drop is either logged as an event, or counted as suppressed or lost.
+    let (suppressed, lost) = (s["events"]["suppressed"].as_u64().unwrap(), s["events"]["lost"].as_u64().unwrap());
+    assert_eq!(logged + suppressed + lost, s["totals"]["would_drop"].as_u64().unwrap(), "{}", agent.log_text());
 }
 
 #[test]

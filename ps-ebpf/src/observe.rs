@@ -1,0 +1,131 @@
+//! The drop path of `ps_xdp`, and only it: record what dry-run would have dropped in the
+//! would-drop table, and send a rate-limited event to the agent. Everything is built in
+//! a per-CPU scratch value (`PS_DSCRATCH`): the main program's stack is nearly full.
+//!
+//! Verifier cost: [`stage`] (inlined) copies what the drop path needs from the caller's
+//! `Decision` into the scratch value, and [`observe_drop`] (a BPF-to-BPF call) takes only
+//! the context. The call therefore reaches the verifier with the same live state from
+//! every classifier path, and it prunes all but the first: the work below is verified
+//! about once, not once per path that ends in a drop.
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use ps_common::{
+    STAT_STRIDE,
+    classify::Decision,
+    observe::{
+        DropScratch, DropVal, EVENT_BURST, EVENT_DRY_RUN, EVENT_RATE_PER_SEC, Event, STAT_EVENT_LOST,
+        STAT_EVENT_SUPPRESSED, take_token_rate,
+    },
+    reason::DropReason,
+};
+
+use crate::maps::*;
+
+/// Copy what [`observe_drop`] needs into the per-CPU scratch value.
+#[inline(always)]
+pub fn stage(d: &Decision, reason: DropReason, dry_run: bool) {
+    let Some(s) = PS_DSCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: per-CPU value; only this CPU touches it while the program runs.
+    let s = unsafe { &mut *s };
+    let p = &d.packet;
+    s.event.sport = p.sport;
+    s.event.dport = p.dport;
+    s.event.proto = p.proto;
+    s.event.reason = reason as u8;
+    s.event.flags = if dry_run { EVENT_DRY_RUN } else { 0 };
+    s.ip_version = p.ip_version as u32;
+    s.l3_off = p.l3_off;
+    s.slot = d.slot;
+}
+
+/// Record the drop (or would-drop) [`stage`] staged.
+#[inline(never)]
+pub fn observe_drop(ctx: &XdpContext) {
+    let Some(s) = PS_DSCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: as in `stage`.
+    let s = unsafe { &mut *s };
+    // SAFETY: ktime has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let e = &mut s.event;
+    e.ts_ns = now;
+    e.family = 0;
+    e.ifindex = ctx.ingress_ifindex() as u32;
+    e.len = (end - start) as u32;
+    e.src = [0; 16];
+    e.dst = [0; 16];
+    // The parser puts the IP header within the first 22 bytes: the mask is a bound the
+    // verifier can see.
+    let l3 = (s.l3_off & 0xff) as usize;
+    if s.ip_version == 4 && start + l3 + 20 <= end {
+        // SAFETY: checked above: source and destination address inside the frame.
+        let a = unsafe { &*((start + l3 + 12) as *const [u8; 8]) };
+        e.src[..4].copy_from_slice(&a[..4]);
+        e.dst[..4].copy_from_slice(&a[4..]);
+        e.family = 4;
+    } else if s.ip_version == 6 && start + l3 + 40 <= end {
+        // SAFETY: as above.
+        let a = unsafe { &*((start + l3 + 8) as *const [u8; 32]) };
+        e.src.copy_from_slice(&a[..16]);
+        e.dst.copy_from_slice(&a[16..]);
+        e.family = 6;
+    }
+    let slot = s.slot & 0xf;
+    if e.flags & EVENT_DRY_RUN != 0 && e.family != 0 {
+        record(s, slot, now);
+    }
+    emit(s, slot, now);
+}
+
+/// Add the packet to its would-drop flow.
+#[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "by reference, the helpers get pointers into the per-CPU scratch value; by value, copies on the stack"
+)]
+fn record(s: &mut DropScratch, slot: u32, now: u64) {
+    let e = &s.event;
+    s.key.src = e.src;
+    s.key.dport = e.dport;
+    s.key.proto = e.proto;
+    s.key.family = e.family;
+    s.key.slot = slot;
+    let (len, sport, reason) = (e.len as u64, e.sport, e.reason as u32);
+    // Per-CPU values: this CPU's slot only, so no increment is lost. A slot other CPUs
+    // created holds zeros here: its first packet on this CPU sets `first_ns`.
+    for _ in 0..2 {
+        if let Some(v) = PS_WDROP.get_ptr_mut(&s.key) {
+            // SAFETY: this CPU's value, alive as long as the entry.
+            unsafe {
+                if (*v).packets == 0 {
+                    (*v).first_ns = now;
+                }
+                (*v).packets += 1;
+                (*v).bytes += len;
+                (*v).last_ns = now;
+                (*v).reason = reason;
+                (*v).sport = sport;
+            }
+            return;
+        }
+        s.val = DropVal { packets: 1, bytes: len, first_ns: now, last_ns: now, reason, sport, _pad: 0 };
+        // NOEXIST: if another CPU created the flow meanwhile, add to it (second round).
+        if PS_WDROP.insert(&s.key, &s.val, BPF_NOEXIST as u64).is_ok() {
+            return;
+        }
+    }
+}
+
+/// Send the event, if the CPU's token bucket allows.
+#[inline(always)]
+fn emit(s: &DropScratch, slot: u32, now: u64) {
+    let Some(b) = PS_EVENT_RL.get_ptr_mut(0) else { return };
+    // SAFETY: per-CPU value.
+    if !take_token_rate(unsafe { &mut *b }, now, EVENT_RATE_PER_SEC, EVENT_BURST) {
+        count(&PS_STAT_CNT, slot * STAT_STRIDE + STAT_EVENT_SUPPRESSED, 0);
+        return;
+    }
+    if PS_EVENTS.output::<Event>(&s.event, 0).is_err() {
+        count(&PS_STAT_CNT, slot * STAT_STRIDE + STAT_EVENT_LOST, 0);
+    }
+}
