@@ -321,7 +321,7 @@ impl Explanation {
         let mut out = String::new();
         let _ = writeln!(out, "packet:  {what}");
         let head = match (&self.rule, &self.reason) {
-            (Some(rule), _) => format!("ACCEPT by rule {rule} ({})", self.detail),
+            (Some(rule), _) => format!("{} by rule {rule} ({})", self.verdict.to_uppercase(), self.detail),
             (None, Some(reason)) => format!("{} ({reason}): {}", self.verdict.to_uppercase(), self.detail),
             _ => self.verdict.to_uppercase(),
         };

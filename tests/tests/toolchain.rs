@@ -120,6 +120,23 @@ fn explain_one_packet() {
         "--flags",
         "S",
     ]);
+    // Stateful (the default): the flow table decides.
+    assert!(out.contains("verdict: ACCEPT IF TRACKED by rule ps-04"), "{out}");
+    let cfg = std::env::temp_dir().join("pst-explain-stateless.toml");
+    std::fs::write(&cfg, "reply_tracking = \"stateless\"\n").unwrap();
+    let (_, out, _) = agent(&[
+        "explain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--proto",
+        "tcp",
+        "--sport",
+        "5062",
+        "--dport",
+        "33000",
+        "--flags",
+        "S",
+    ]);
     assert!(out.contains("verdict: DROP (reply_check)"), "{out}");
     let (_, json, _) = agent(&[
         "explain",
@@ -136,7 +153,7 @@ fn explain_one_packet() {
         "--json",
     ]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!((v["verdict"].as_str(), v["rule"].as_str()), (Some("accept"), Some("failsafe-dns")));
+    assert_eq!((v["verdict"].as_str(), v["rule"].as_str()), (Some("accept if tracked"), Some("failsafe-dns")));
     let (code, _, err) =
         agent(&["explain", "--config", "/dev/null", "--proto", "tcp", "--dport", "1", "--iface", "eth7"]);
     assert_eq!(code, 1);
