@@ -381,6 +381,7 @@ struct SiteFile {
     #[serde(default)]
     timeouts: Timeouts,
     metrics: Option<Spanned<String>>,
+    on_exit: Option<OnExit>,
     #[serde(default)]
     systems: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
 }
@@ -454,6 +455,17 @@ impl std::fmt::Display for Cidr {
             write!(f, "{}/{}", std::net::Ipv6Addr::from(self.addr), self.len)
         }
     }
+}
+
+/// What happens to the programs when the agent exits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExit {
+    /// Detach: nothing is filtered while no agent runs.
+    #[default]
+    Detach,
+    /// Keep enforcing: the links stay pinned, and the next agent takes them over atomically.
+    Keep,
 }
 
 /// How replies to outbound rows are admitted.
@@ -569,6 +581,8 @@ pub struct Site {
     pub flow_table_size: u32,
     /// Flow timeouts.
     pub timeouts: Timeouts,
+    /// What happens to the programs when the agent exits.
+    pub on_exit: OnExit,
     /// Systems bound to addresses (name as in the matrix → prefixes).
     pub systems: BTreeMap<String, Vec<Cidr>>,
     /// Where it was read from.
@@ -597,6 +611,7 @@ impl Default for Site {
             egress: EgressMode::default(),
             flow_table_size: ps_common::layout::DEFAULT_FLOW_TABLE_SIZE,
             timeouts: Timeouts::default(),
+            on_exit: OnExit::default(),
             systems: BTreeMap::new(),
             origin: "<defaults>".into(),
             warnings: vec![],
@@ -817,6 +832,7 @@ impl Site {
             None => None,
         };
         Ok(Self {
+            on_exit: f.on_exit.unwrap_or_default(),
             systems,
             metrics,
             reply_tracking: f.reply_tracking.unwrap_or_default(),

@@ -114,6 +114,14 @@ pub enum LoadError {
         /// Hint.
         hint: String,
     },
+    /// A link could not be kept or taken over.
+    #[error("failed to keep or take over the link on `{iface}`: {why}")]
+    KeepLink {
+        /// Interface.
+        iface: String,
+        /// What went wrong.
+        why: String,
+    },
     /// Attaching the egress program failed.
     #[error("failed to attach the egress program to `{iface}`: {source}")]
     AttachEgress {
@@ -509,6 +517,77 @@ impl Loaded {
         Ok(Attached { name: name.into(), ifindex, slot, xdp_mode: used.into() })
     }
 
+    /// On exit with `on_exit = "keep"`: pin every link under `dir` (`xdp-IFACE`,
+    /// `tc-IFACE`), so the programs stay attached and keep enforcing after the process is
+    /// gone; the next agent takes them over with [`Loaded::adopt`].
+    pub fn keep_links(&mut self, dir: &Path) -> Result<usize, LoadError> {
+        fs::create_dir_all(dir).map_err(|source| LoadError::Io { action: "create", path: dir.into(), source })?;
+        let mut n = 0;
+        for (name, id) in std::mem::take(&mut self.links) {
+            let link = self.xdp_mut()?.take_link(id).map_err(|source| LoadError::Program {
+                action: "take the link of",
+                program: names::PROG_XDP,
+                source: Box::new(source),
+            })?;
+            let fd: aya::programs::links::FdLink =
+                link.try_into().map_err(|e| LoadError::KeepLink { iface: name.clone(), why: format!("{e}") })?;
+            let path = dir.join(format!("xdp-{name}"));
+            let _ = fs::remove_file(&path);
+            fd.pin(&path).map_err(|e| LoadError::KeepLink { iface: name.clone(), why: e.to_string() })?;
+            n += 1;
+        }
+        for (name, id) in std::mem::take(&mut self.tc_links) {
+            let link = self.tc_mut()?.take_link(id).map_err(|source| LoadError::Program {
+                action: "take the link of",
+                program: names::PROG_TC_EGRESS,
+                source: Box::new(source),
+            })?;
+            let fd: aya::programs::links::FdLink =
+                link.try_into().map_err(|e| LoadError::KeepLink { iface: name.clone(), why: format!("{e}") })?;
+            let path = dir.join(format!("tc-{name}"));
+            let _ = fs::remove_file(&path);
+            fd.pin(&path).map_err(|e| LoadError::KeepLink { iface: name.clone(), why: e.to_string() })?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Take over the links a previous agent kept under `dir` for `ifaces`: replace their
+    /// programs with this agent's atomically (`bpf_link_update`: there is no moment with
+    /// no program, nor two). Returns the interfaces adopted; the pins are removed (this
+    /// agent now holds the links).
+    pub fn adopt(&mut self, dir: &Path, ifaces: &[(String, u32)]) -> Result<Vec<String>, LoadError> {
+        use aya::programs::links::{FdLink, PinnedLink};
+        let mut adopted = Vec::new();
+        for (name, _) in ifaces {
+            let xdp_pin = dir.join(format!("xdp-{name}"));
+            let Ok(pinned) = PinnedLink::from_pin(&xdp_pin) else { continue };
+            let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned))
+                .map_err(|e| LoadError::KeepLink { iface: name.clone(), why: e.to_string() })?;
+            let id = self.xdp_mut()?.attach_to_link(link).map_err(|source| LoadError::Program {
+                action: "replace through its link",
+                program: names::PROG_XDP,
+                source: Box::new(source),
+            })?;
+            self.links.push((name.clone(), id));
+            let _ = fs::remove_file(&xdp_pin);
+            let tc_pin = dir.join(format!("tc-{name}"));
+            if let Ok(pinned) = PinnedLink::from_pin(&tc_pin) {
+                let link = aya::programs::tc::SchedClassifierLink::try_from(FdLink::from(pinned))
+                    .map_err(|e| LoadError::KeepLink { iface: name.clone(), why: e.to_string() })?;
+                let id = self.tc_mut()?.attach_to_link(link).map_err(|source| LoadError::Program {
+                    action: "replace through its link",
+                    program: names::PROG_TC_EGRESS,
+                    source: Box::new(source),
+                })?;
+                self.tc_links.push((name.clone(), id));
+                let _ = fs::remove_file(&tc_pin);
+            }
+            adopted.push(name.clone());
+        }
+        Ok(adopted)
+    }
+
     /// The active generation.
     pub fn generation(&self) -> u32 {
         self.generation
@@ -659,8 +738,28 @@ impl Loaded {
     /// Attach to every interface, all or nothing: if one fails, the ones already attached
     /// are detached before the error is returned.
     pub fn attach(&mut self, ifaces: &[(String, u32)], mode: XdpModeName) -> Result<Vec<Attached>, LoadError> {
+        self.attach_except(ifaces, &[], mode)
+    }
+
+    /// [`Loaded::attach`], but the interfaces in `adopted` already run this program (taken
+    /// over from a previous agent); they keep their slots.
+    pub fn attach_except(
+        &mut self,
+        ifaces: &[(String, u32)],
+        adopted: &[String],
+        mode: XdpModeName,
+    ) -> Result<Vec<Attached>, LoadError> {
         let mut done = Vec::new();
         for (slot, (name, ifindex)) in ifaces.iter().enumerate() {
+            if adopted.contains(name) {
+                done.push(Attached {
+                    name: name.clone(),
+                    ifindex: *ifindex,
+                    slot: slot as u32 + 1,
+                    xdp_mode: "kept".into(),
+                });
+                continue;
+            }
             match self.attach_one(name, *ifindex, mode) {
                 Ok((id, used)) => {
                     self.links.push((name.clone(), id));

@@ -14,7 +14,7 @@ use ps_common::names;
 use crate::{
     coexist::{self, CoexistError, XdpProgram},
     compile::{CompileError, HostFacts, RuleSet, compile},
-    config::{Config, ConfigError, Mode, ReplyTracking, XdpModeName},
+    config::{Config, ConfigError, Mode, OnExit, ReplyTracking, XdpModeName},
     load::{self, LoadError, LoadOptions, Loaded},
     observe::{AgentState, PendingConfirm, now_unix},
 };
@@ -214,7 +214,13 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         warn!("{w}");
     }
     claim(&opts.state_dir, &opts.pin_dir)?;
-    make_room(&ifaces, opts.force)?;
+    // Programs a previous agent kept attached (`on_exit = "keep"`) are ours to take over,
+    // not other tools' to refuse.
+    let links_dir = opts.pin_dir.join("links");
+    let kept: Vec<String> =
+        ifaces.iter().filter(|(n, _)| links_dir.join(format!("xdp-{n}")).exists()).map(|(n, _)| n.clone()).collect();
+    let fresh: Vec<(String, u32)> = ifaces.iter().filter(|(n, _)| !kept.contains(n)).cloned().collect();
+    make_room(&fresh, opts.force)?;
     let metrics = match opts.metrics.or(cfg.site.metrics) {
         Some(addr) => Some(crate::metrics::bind(addr).await.map_err(|source| RunError::Metrics { addr, source })?),
         None => None,
@@ -230,7 +236,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut tracking = cfg.site.reply_tracking;
     // Egress first, so flows are tracked before replies are filtered; seed the flows the
     // host already has, so that a (re)start does not cut a live connection.
-    if let Err(e) = loaded.attach_egress(&ifaces) {
+    if let Err(e) = loaded.attach_egress(&fresh) {
         if tracking == ReplyTracking::Stateful {
             warn!("{e}; reply admission falls back to stateless (ACK from the row's port to the ephemeral range)");
             loaded.make_stateless()?;
@@ -253,7 +259,13 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     };
     let events = crate::events::spawn(loaded.ebpf_mut(), &ifaces_as_attached(&ifaces));
-    let attached = loaded.attach(&ifaces, cfg.site.xdp_mode)?;
+    // Take over the kept interfaces first (an atomic program replacement each), then attach
+    // to the others.
+    let adopted = loaded.adopt(&links_dir, &ifaces)?;
+    if !adopted.is_empty() {
+        info!("took over the programs a previous agent kept on {} (replaced atomically)", adopted.join(", "));
+    }
+    let attached = loaded.attach_except(&ifaces, &adopted, cfg.site.xdp_mode)?;
     let load_ms = t0.elapsed().as_millis() as u64;
     // From here on, undo on failure: drop detaches, unpin removes the pins.
     let mut state = AgentState::new(
@@ -300,12 +312,32 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         t.abort();
     }
     let Daemon { mut loaded, state, .. } = daemon;
-    loaded.detach_all();
+    let names: Vec<&str> = state.interfaces.iter().map(|a| a.name.as_str()).collect();
+    let kept = match cfg.site.on_exit {
+        OnExit::Keep => match loaded.keep_links(&links_dir) {
+            Ok(_) => true,
+            Err(e) => {
+                error!("on_exit = \"keep\" failed, detaching instead: {e}");
+                false
+            }
+        },
+        OnExit::Detach => false,
+    };
+    if !kept {
+        loaded.detach_all();
+        let _ = fs::remove_dir_all(&links_dir);
+    }
     unpin(&opts.pin_dir);
     let _ = fs::remove_file(AgentState::path(&opts.state_dir));
     let _ = fs::remove_file(PendingConfirm::path(&opts.state_dir));
-    let names: Vec<&str> = state.interfaces.iter().map(|a| a.name.as_str()).collect();
-    info!("detached from {}; maps unpinned", names.join(", "));
+    if kept {
+        info!(
+            "exiting; the programs keep enforcing on {} (on_exit = \"keep\"); the next ps-agent takes them over, `ps-agent unload` removes them",
+            names.join(", ")
+        );
+    } else {
+        info!("detached from {}; maps unpinned", names.join(", "));
+    }
     result
 }
 

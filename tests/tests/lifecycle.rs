@@ -188,3 +188,64 @@ fn interfaces_that_come_back_are_attached_again() {
     assert!(per_if["eth1"]["packets"].as_u64().unwrap() >= 3, "counted on eth1's slot: {per_if}");
     assert!(agent.log_text().contains("interface `eth1` disappeared"));
 }
+
+fn xdp_prog_id(ns: &str, dev: &str) -> Option<u64> {
+    let out = Command::new("ip").args(["-n", ns, "-j", "-d", "link", "show", "dev", dev]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v[0]["xdp"]["prog"]["id"].as_u64().or_else(|| v[0]["xdp"]["attached"][0]["prog"]["id"].as_u64())
+}
+
+#[test]
+fn restart_without_a_gap_when_programs_are_kept() {
+    let lab = Lab::new("lk");
+    let cfg = std::env::temp_dir().join("pst-lk.toml");
+    std::fs::write(&cfg, format!("on_exit = \"keep\"\n{SITE_A}")).unwrap();
+    let args = ["--config", cfg.to_str().unwrap()];
+    let mut first = Agent::start(&lab.ps, "lk", &args);
+    let before = xdp_prog_id(&lab.ps, "eth0").expect("attached");
+    let _allowed = UdpEcho::start(&lab.ps, 9000);
+    let _forbidden = UdpEcho::start(&lab.ps, 9001);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, lost, leaked, blocked) = (Arc::default(), Arc::default(), Arc::default(), Arc::default());
+    let t1 = pinger(&lab.a, 9000, stop.clone(), Arc::clone(&ok), Arc::clone(&lost));
+    let t2 = pinger(&lab.a, 9001, stop.clone(), Arc::clone(&leaked), Arc::clone(&blocked));
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The agent exits: its programs keep enforcing.
+    assert_eq!(first.stop(), Some(0));
+    assert!(first.log_text().contains("keep enforcing on eth0, eth1"), "{}", first.log_text());
+    assert_eq!(xdp_prog_id(&lab.ps, "eth0"), Some(before), "still attached with no agent running");
+    std::thread::sleep(Duration::from_millis(500));
+    // The next agent takes the links over: a new program, atomically.
+    let second = Agent::start(&lab.ps, "lk", &args);
+    assert!(
+        second.log_text().contains("took over the programs a previous agent kept on eth0, eth1"),
+        "{}",
+        second.log_text()
+    );
+    let after = xdp_prog_id(&lab.ps, "eth0").expect("attached");
+    assert_ne!(after, before, "the program was replaced");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    t1.join().unwrap();
+    t2.join().unwrap();
+    let (ok, lost, leaked) = (ok.load(Ordering::Relaxed), lost.load(Ordering::Relaxed), leaked.load(Ordering::Relaxed));
+    assert!(ok > 20, "{ok}");
+    assert_eq!(lost, 0, "allowed datagrams lost across the restart");
+    assert_eq!(leaked, 0, "forbidden datagrams answered across the restart");
+    assert_eq!(second.stats()["interfaces"][0]["xdp_mode"], "kept");
+
+    // `unload` after the kept agent exits removes everything.
+    let mut second = second;
+    assert_eq!(second.stop(), Some(0));
+    let out = Command::new(agent_bin())
+        .arg("--pin-dir")
+        .arg(&second.pin_dir)
+        .arg("--state-dir")
+        .arg(&second.state_dir)
+        .arg("unload")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!xdp_attached(&lab.ps, "eth0") && !xdp_attached(&lab.ps, "eth1"), "unload detached the kept links");
+}
