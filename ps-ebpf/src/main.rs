@@ -3,10 +3,12 @@
 //!
 //! - `xdp.rs`: ingress enforcement (`ps_xdp`);
 //! - `tc.rs`: egress accounting and flow tracking (`ps_tc_egress`);
-//! - `maps.rs`: the maps both share.
+//! - `maps.rs`: the maps both share;
+//! - `floor.rs`: reference programs for the benchmarks (`ps_floor`, `ps_drop`).
 #![no_std]
 #![no_main]
 
+mod floor;
 mod maps;
 mod tc;
 mod xdp;
