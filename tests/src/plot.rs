@@ -184,6 +184,9 @@ fn glyph(c: char) -> [u8; 7] {
         '/' => [0, 0x01, 0x02, 0x04, 0x08, 0x10, 0],
         ':' => [0, 0x0c, 0x0c, 0, 0x0c, 0x0c, 0],
         '=' => [0, 0, 0x1f, 0, 0x1f, 0, 0],
+        '_' => [0, 0, 0, 0, 0, 0, 0x1f],
+        '<' => [0x02, 0x04, 0x08, 0x10, 0x08, 0x04, 0x02],
+        '>' => [0x08, 0x04, 0x02, 0x01, 0x02, 0x04, 0x08],
         '%' => [0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03],
         ' ' => [0; 7],
         _ => [0x1f, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1f],
@@ -194,7 +197,7 @@ fn glyph(c: char) -> [u8; 7] {
 /// y from 0 to the largest value (rounded up), a legend.
 pub fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Vec<u8> {
     let (w, h) = (960i64, 600i64);
-    let (left, right, top, bottom) = (90i64, 300i64, 50i64, 70i64);
+    let (left, right, top, bottom) = (90i64, 300i64, 60i64, 70i64);
     let mut c = Canvas::new(w as usize, h as usize);
     let black = [0, 0, 0];
     let grey = [210, 210, 210];
@@ -205,6 +208,7 @@ pub fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Ve
         v
     };
     let ymax = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(1.0f64, f64::max);
+    let ymax = ymax * 1.08;
     let step = [1.0, 2.0, 5.0, 10.0, 20.0, 25.0, 50.0, 100.0, 200.0, 500.0]
         .into_iter()
         .find(|s| ymax / s <= 8.0)
@@ -229,9 +233,9 @@ pub fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Ve
     }
     c.line((left as f64, top as f64), (left as f64, (h - bottom) as f64), black, 2, 0);
     c.line((left as f64, (h - bottom) as f64), ((w - right) as f64, (h - bottom) as f64), black, 2, 0);
-    c.text(left, 15, title, 2, black);
+    c.text(left + 20, 12, title, 2, black);
     c.text((w - right) / 2 - Canvas::text_width(x_label, 2) / 2 + left / 2, h - 30, x_label, 2, black);
-    c.text(10, top - 25, y_label, 2, black);
+    c.text(10, top - 20, y_label, 2, black);
     for (i, s) in series.iter().enumerate() {
         for p in s.points.windows(2) {
             c.line((px(p[0].0), py(p[0].1)), (px(p[1].0), py(p[1].1)), s.color, 3, if s.dashed { 8 } else { 0 });
@@ -240,7 +244,14 @@ pub fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Ve
             c.rect(px(p.0) as i64 - 4, py(p.1) as i64 - 4, 9, 9, s.color);
         }
         let ly = top + 10 + i as i64 * 28;
-        c.line(((w - right + 15) as f64, (ly + 6) as f64), ((w - right + 45) as f64, (ly + 6) as f64), s.color, 3, 0);
+        let dash = if s.dashed { 6 } else { 0 };
+        c.line(
+            ((w - right + 15) as f64, (ly + 6) as f64),
+            ((w - right + 45) as f64, (ly + 6) as f64),
+            s.color,
+            3,
+            dash,
+        );
         c.text(w - right + 52, ly, &s.label, 2, black);
     }
     c.png()
