@@ -4,7 +4,7 @@
 //! - `xdp.rs`: ingress enforcement (`ps_xdp`);
 //! - `tc.rs`: egress accounting and flow tracking (`ps_tc_egress`);
 //! - `maps.rs`: the maps both share;
-//! - `floor.rs`: reference programs for the benchmarks (`ps_floor`, `ps_drop`).
+//! - `floor.rs`: reference programs for the benchmarks (`ps_floor`, `ps_drop`, `ps_tx`).
 #![no_std]
 #![no_main]
 

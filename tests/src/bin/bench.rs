@@ -31,6 +31,9 @@ use ps_common::{
 };
 use ps_tests::{Agent, Lab, in_netns, plot};
 
+#[path = "bench/flood.rs"]
+mod flood;
+
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
@@ -159,6 +162,7 @@ struct Results {
     xdp_filter: String,
     rounds: usize,
     repeat: u32,
+    floods: Vec<flood::FloodResult>,
 }
 
 fn machine() -> String {
@@ -201,7 +205,7 @@ fn agent_rss(lab: &Lab, tag: &str, config: Option<&Path>) -> u64 {
     rss
 }
 
-fn run(rounds: usize, repeat: u32, lab: &Lab) -> Results {
+fn run(rounds: usize, repeat: u32, flood_rounds: usize, flood_frames: u32, lab: &Lab) -> Results {
     let host = HostFacts { ephemeral: (32768, 60999), interfaces: vec!["eth0".into(), "eth1".into()] };
     // Control plane and agent memory first, before xdp-filter takes the interfaces.
     let mut control = Vec::new();
@@ -277,7 +281,8 @@ fn run(rounds: usize, repeat: u32, lab: &Lab) -> Results {
     });
     drop(fds);
     teardown_xdp_filter(lab);
-    Results { cases, control, rss, verified, xdp_filter, rounds, repeat }
+    let floods = if flood_rounds > 0 { flood::flood(lab, &shipped, flood_rounds, flood_frames) } else { vec![] };
+    Results { cases, control, rss, verified, xdp_filter, rounds, repeat, floods }
 }
 
 /// The benchmark frames: (label, frame, expected action under the matrix).
@@ -480,6 +485,9 @@ fn report(r: &Results) -> (String, Vec<u8>) {
         r.rounds, r.repeat
     );
     let _ = writeln!(md, "## Machine\n\n{}", machine());
+    let m = |g: &str, l: &str| find(r, g, l).map(Case::median).unwrap_or(f64::NAN);
+    let (fl_v4, xf_v4) = (m("floor", "IPv4 allowed"), m("xdp-filter", "IPv4 allowed"));
+    let (tracked, stateless) = (m("ps-agent", "reply (stateful, tracked)"), m("ps-agent", "reply (stateless)"));
     let _ = writeln!(md, "## Per-packet cost\n");
     let _ = writeln!(md, "xdp-filter: {}.\n", r.xdp_filter);
     let _ = writeln!(
@@ -554,6 +562,38 @@ fn report(r: &Results) -> (String, Vec<u8>) {
             - find(r, "floor", "IPv4 allowed").map(Case::median).unwrap_or(0.0),
         find(r, "ps-agent", "IPv6 allowed").map(Case::median).unwrap_or(0.0)
             - find(r, "floor", "IPv6 allowed").map(Case::median).unwrap_or(0.0),
+    );
+    let _ = writeln!(md, "### Reading these numbers\n");
+    let _ = writeln!(
+        md,
+        "- **The targets against the floor are not met, and not reachable in this harness.** \
+           The floor here is the test-run loop itself ({floor:.1} ns per repeat). 1.5× of it \
+           leaves ~{budget:.0} ns (~20 cycles on this Zen-1 VM) for the whole program: less than \
+           one Ethernet + IP + TCP parse with a port lookup and a per-CPU counter. xdp-filter \
+           spends {xf_added:.0} ns above the same floor. The 1.5× / 2.0× targets fit a real \
+           receive path, whose per-packet floor is several times larger (the flood test with \
+           live frames, below under \"Not measured yet\").\n\
+         - **Against xdp-filter, ps-agent is cheaper on every path, but not by half**: the \
+           ≤ 0.5× target is not met (see the ratios above).\n\
+         - **Where the time goes** (profiled by hand once: `perf record -e cpu-clock` over a \
+           `bpftool prog run ... repeat 20000000` of `ps_xdp`, JIT image read back with \
+           BPF_OBJ_GET_INFO_BY_FD): 94% of the samples are in the program itself, none in \
+           helpers (every array and per-CPU array lookup is inlined by the JIT; the hot path \
+           calls nothing). They are spread over many instructions rather than one hot spot: \
+           the program is ~2,950 BPF instructions (15 KB of x86), and the common path carries \
+           stack spills, byte-by-byte header loads, copies of `Policy` and `Decision` between \
+           stack slots, five table lookups (state, policy, interface, port, rule) plus the \
+           per-CPU round trip that hides the L3 offset from the verifier, and the counter. \
+           Ways to cut it, not done here: one lookup for state + policy, no `Policy` copy in \
+           `Decision`, skip the laundering when there is no VLAN tag, 16/32-bit header loads.\n\
+         - Stateful replies add one LRU hash lookup and `bpf_ktime_get_ns` (tracked: about \
+           {tracked:.0} ns over the stateless reply); a forged reply adds the hash miss.\n\
+         - The cost is flat in the rule count (next section): the port table is an array \
+           indexed by (protocol, port), and the candidate list is usually one entry long.\n",
+        floor = fl_v4,
+        budget = fl_v4 * 0.5,
+        xf_added = xf_v4 - fl_v4,
+        tracked = tracked - stateless,
     );
     // Scale.
     let _ = writeln!(md, "## Scale: cost vs rule count\n");
@@ -641,21 +681,87 @@ fn report(r: &Results) -> (String, Vec<u8>) {
     for (what, kib) in &r.rss {
         let _ = writeln!(md, "- {what}: {:.1} MiB", *kib as f64 / 1024.0);
     }
+    if !r.floods.is_empty() {
+        flood_report(&mut md, r);
+    }
     let _ = writeln!(md, "\n## Not measured yet\n");
     let _ = writeln!(
         md,
-        "- The flood test (live frames through `xdp_live_frames` and a devmap redirect into \
-           the peer veth; drop rate and CPU per packet against an XDP_DROP-only program — \
-           `ps_drop` is in the object for it — nftables input/netdev-ingress and iptables; the \
-           legitimate flow's throughput under flood).\n\
-         - nftables and iptables per-packet cost: BPF_PROG_TEST_RUN cannot run them, so they \
-           need the flood test; the plot has no nftables line yet.\n\
+        "- In the flood test: iptables (only nftables here), the policy exported by `ps-agent \
+           export` (issue 3; the nftables rules here are hand-written from the same ports), \
+           the legitimate TCP flow's throughput under flood, and eth0's NAPI on its own \
+           thread and core (`/sys/class/net/eth0/threaded`).\n\
+         - nftables cost per rule count: the plot has no nftables line (BPF_PROG_TEST_RUN \
+           cannot run nftables; the flood test measures it at the matrix only).\n\
          - xdp-filter at 1,000+ ports (its port table is an array indexed by port, so it is flat \
            by construction, but not shown).\n\
          - Cost with 10,000 source prefixes: source-address sets (issue 3) are not implemented.\n\
          - Other kernels (the QEMU kernel matrix)."
     );
     (md, png)
+}
+
+fn flood_report(md: &mut String, r: &Results) {
+    let _ = writeln!(md, "\n## Flood: receive-side drop rate (live frames)\n");
+    let _ = writeln!(
+        md,
+        "A generator in peer namespace `a` sends {} frames per run with BPF_PROG_TEST_RUN in \
+         live-frames mode (`ps_tx`: `bpf_redirect_map` into a devmap holding veth0, batch 64), \
+         so the ps namespace's eth0 receives real `xdp_frame`s in its NAPI poll, the way a NIC \
+         hands them over; generator and receiver share one CPU. Receivers: `ps_drop` \
+         (XDP_DROP only), `ps_xdp` enforcing the PS matrix, and nftables (input chain, netdev \
+         ingress) with the matrix's inbound ports in sets and a counted drop for other TCP/UDP \
+         (eth0 then runs `ps_floor`, XDP_PASS, since veth has no XDP receive path without a \
+         program). Frames: UDP and TCP SYN to port 7200 (no row), valid IPv4 checksums, \
+         addressed to eth0. {} rounds, receivers interleaved; medians. `Mpps (CPU)` is frames \
+         divided by the generator thread's CPU time, which includes the receive processing \
+         done in its softirq context; `Mpps (wall)` counts other processes on this shared \
+         machine too. `counted` is what the receiver's own counter saw (ps-agent: `no_rule` \
+         drops; nftables: the drop rule's counter).\n",
+        r.floods.first().map_or(0, |f| f.frames),
+        r.floods.first().map_or(0, |f| f.rounds.len())
+    );
+    let _ = writeln!(md, "| receiver | flood | Mpps (CPU) | Mpps (wall) | ns/frame (CPU) | counted / sent |");
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|");
+    let rate = |f: &flood::FloodResult, cpu: bool| {
+        let mut v: Vec<f64> =
+            f.rounds.iter().map(|(w, c, _)| f.frames as f64 / if cpu { *c } else { *w } / 1e6).collect();
+        median(&mut v)
+    };
+    for f in &r.floods {
+        let counted: u64 = f.rounds.iter().filter_map(|x| x.2).sum();
+        let sent = f.frames * f.rounds.len() as u64;
+        let c = if f.rounds.iter().any(|x| x.2.is_some()) {
+            format!("{:.3}", counted as f64 / sent as f64)
+        } else {
+            "– (no counter)".into()
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.2} | {:.2} | {:.0} | {c} |",
+            f.receiver,
+            f.flood,
+            rate(f, true),
+            rate(f, false),
+            1e3 / rate(f, true)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nAgainst the issue's targets (ps-agent ≥ 0.8× the XDP_DROP-only rate, ≥ 3.5× nftables' input-chain rate), by CPU rate:\n"
+    );
+    for flood in ["UDP, no rule", "TCP SYN, no rule"] {
+        let get = |rx: &str| r.floods.iter().find(|f| f.receiver == rx && f.flood == flood).map(|f| rate(f, true));
+        if let (Some(ps), Some(drop), Some(nft)) = (get("ps-agent"), get("XDP_DROP only"), get("nftables input")) {
+            let (a, b) = (ps / drop, ps / nft);
+            let _ = writeln!(
+                md,
+                "- {flood}: {a:.2}× the XDP_DROP-only rate ({}), {b:.2}× nftables input ({})",
+                if a >= 0.8 { "met" } else { "NOT met" },
+                if b >= 3.5 { "met" } else { "NOT met" }
+            );
+        }
+    }
 }
 
 fn main() {
@@ -665,7 +771,9 @@ fn main() {
     let repeat: u32 = arg("--repeat").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let write = !args.iter().any(|a| a == "--no-write");
     let lab = Lab::new("p7b");
-    let r = run(rounds, repeat, &lab);
+    let flood_rounds: usize = arg("--flood-rounds").and_then(|v| v.parse().ok()).unwrap_or(5);
+    let flood_frames: u32 = arg("--flood-frames").and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
+    let r = run(rounds, repeat, flood_rounds, flood_frames, &lab);
     println!("{:<24} {:<28} {:>9} {:>9} {:>9}", "program", "frame", "median ns", "min ns", "kernel ns");
     for c in &r.cases {
         let min = c.samples.iter().copied().fold(f64::INFINITY, f64::min);
