@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup | test | verify | bench | demo`.
+//! Developer tasks: `cargo xtask setup | test | verify | bench | fuzz | demo`.
 //!
 //! xtask itself depends on nothing of the project, so it compiles on a fresh machine
 //! before the eBPF toolchain exists; every task first runs `xtask/setup.sh`, which
@@ -56,6 +56,15 @@ enum Task {
         /// Print only; do not write BENCHMARKS.md and the plot.
         #[arg(long)]
         no_write: bool,
+    },
+    /// Fuzz the parser/classifier and the config parsers (cargo-fuzz, nightly; installs
+    /// cargo-fuzz if missing): each target for `--seconds`.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Targets (default: all).
+        targets: Vec<String>,
     },
     /// Build everything, create a lab of namespaces, enforce the PS 8.1.2 matrix, send
     /// allowed and forbidden traffic and show live counters.
@@ -174,6 +183,38 @@ fn main() -> anyhow::Result<()> {
                 cmd.arg("--no-write");
             }
             run(&mut cmd)
+        }
+        Task::Fuzz { seconds, targets } => {
+            setup()?;
+            let have = Command::new("cargo").args(["+nightly", "fuzz", "--version"]).output();
+            if !have.is_ok_and(|o| o.status.success()) {
+                run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+            }
+            let targets =
+                if targets.is_empty() { vec!["parse_decide".to_string(), "config".to_string()] } else { targets };
+            let dir = root().join("tests/fuzz");
+            for t in targets {
+                eprintln!("[xtask] fuzzing {t} for {seconds} s");
+                // The fuzz crate links ps-agent for its model; the eBPF object is not needed.
+                let corpus = format!("corpus/{t}");
+                let _ = std::fs::create_dir_all(dir.join(&corpus));
+                let mut args = vec!["+nightly".to_string(), "fuzz".into(), "run".into(), t.clone(), corpus];
+                if t == "config" {
+                    // The shipped matrix and the example site config as seeds.
+                    args.push("../../policy".into());
+                }
+                args.extend(["--".into(), format!("-max_total_time={seconds}")]);
+                let status = Command::new("cargo")
+                    .args(&args)
+                    .env("AYA_BUILD_SKIP", "1")
+                    .current_dir(&dir)
+                    .status()
+                    .context("failed to start cargo fuzz")?;
+                if !status.success() {
+                    bail!("fuzz target {t} failed: {status} (the crashing input is under tests/fuzz/artifacts/{t}/)");
+                }
+            }
+            Ok(())
         }
         Task::Demo { seconds } => {
             setup()?;
