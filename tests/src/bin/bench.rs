@@ -575,10 +575,10 @@ fn report(r: &Results) -> (String, Vec<u8>) {
     let _ = writeln!(md, "### Reading these numbers\n");
     let _ = writeln!(
         md,
-        "- **The targets against the floor are not met, and not reachable in this harness.** \
+        "- **The targets against the floor are not met, and hardly reachable in this harness.** \
            The floor here is the test-run loop itself ({floor:.1} ns per repeat). 1.5× of it \
-           leaves ~{budget:.0} ns (~20 cycles on this Zen-1 VM) for the whole program: less than \
-           one Ethernet + IP + TCP parse with a port lookup and a per-CPU counter. xdp-filter \
+           leaves ~{budget:.0} ns (~20 cycles on this Zen-1 VM) for the whole program: about what \
+           a bare Ethernet + IP + TCP parse with one lookup and one counter costs. xdp-filter \
            spends {xf_added:.0} ns above the same floor. The 1.5× / 2.0× targets fit a real \
            receive path, whose per-packet floor is several times larger: in the flood test \
            below a frame costs ~{flood_floor:.0} ns end to end with XDP_DROP only.\n\
