@@ -233,9 +233,9 @@ pub fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Ve
     }
     c.line((left as f64, top as f64), (left as f64, (h - bottom) as f64), black, 2, 0);
     c.line((left as f64, (h - bottom) as f64), ((w - right) as f64, (h - bottom) as f64), black, 2, 0);
-    c.text(left + 20, 12, title, 2, black);
+    c.text(left + 50, 12, title, 2, black);
     c.text((w - right) / 2 - Canvas::text_width(x_label, 2) / 2 + left / 2, h - 30, x_label, 2, black);
-    c.text(10, top - 20, y_label, 2, black);
+    c.text(10, top - 32, y_label, 2, black);
     for (i, s) in series.iter().enumerate() {
         for p in s.points.windows(2) {
             c.line((px(p[0].0), py(p[0].1)), (px(p[1].0), py(p[1].1)), s.color, 3, if s.dashed { 8 } else { 0 });

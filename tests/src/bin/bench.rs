@@ -223,6 +223,8 @@ fn run(rounds: usize, repeat: u32, flood_rounds: usize, flood_frames: u32, lab: 
         ("PS 8.1.2 matrix".to_string(), agent_rss(lab, "p7b-rss", None)),
         ("100,000 rules".to_string(), agent_rss(lab, "p7b-rss", Some(&big_cfg))),
     ];
+    let _ = fs::remove_dir_all(&cfg_dir);
+    let _ = fs::remove_dir_all("/tmp/pst-p7b-rss");
     let ps = lab.ps.clone();
     let shipped2 = shipped.clone();
     let (mut cases, verified, control_rest) = in_netns(&ps, move || measure_setup(shipped2, pc, extra_text));

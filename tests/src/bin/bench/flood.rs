@@ -119,6 +119,7 @@ fn nft(ns: &str, script: &str) {
         .args(["nft", "-f", &path])
         .output()
         .unwrap();
+    let _ = std::fs::remove_file(&path);
     assert!(out.status.success(), "nft -f: {}", String::from_utf8_lossy(&out.stderr));
 }
 
