@@ -87,13 +87,7 @@ impl Canvas {
             raw.extend_from_slice(row);
         }
         let mut z = vec![0x78, 0x01];
-        let blocks: Vec<&[u8]> = raw.chunks(65535).collect();
-        for (i, b) in blocks.iter().enumerate() {
-            z.push(u8::from(i + 1 == blocks.len()));
-            z.extend_from_slice(&(b.len() as u16).to_le_bytes());
-            z.extend_from_slice(&(!(b.len() as u16)).to_le_bytes());
-            z.extend_from_slice(b);
-        }
+        z.extend_from_slice(&deflate_rle(&raw));
         z.extend_from_slice(&adler32(&raw).to_be_bytes());
         let mut out = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
         let mut ihdr = Vec::new();
@@ -105,6 +99,79 @@ impl Canvas {
         chunk(&mut out, b"IEND", &[]);
         out
     }
+}
+
+/// LSB-first bit writer for deflate.
+struct Bits {
+    out: Vec<u8>,
+    acc: u64,
+    n: u32,
+}
+
+impl Bits {
+    fn put(&mut self, v: u32, n: u32) {
+        self.acc |= (v as u64) << self.n;
+        self.n += n;
+        while self.n >= 8 {
+            self.out.push(self.acc as u8);
+            self.acc >>= 8;
+            self.n -= 8;
+        }
+    }
+
+    /// A Huffman code: most significant bit first.
+    fn code(&mut self, code: u32, n: u32) {
+        self.put(code.reverse_bits() >> (32 - n), n);
+    }
+
+    fn literal(&mut self, sym: u32) {
+        match sym {
+            0..=143 => self.code(0x30 + sym, 8),
+            144..=255 => self.code(0x190 + sym - 144, 9),
+            256..=279 => self.code(sym - 256, 7),
+            _ => self.code(0xc0 + sym - 280, 8),
+        }
+    }
+}
+
+const LEN_BASE: [u32; 29] =
+    [3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258];
+const LEN_EXTRA: [u32; 29] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0];
+
+/// Deflate (RFC 1951) in one fixed-Huffman block whose only matches repeat the previous
+/// byte or the previous pixel (distance 1 or 3): enough for a chart of flat colours.
+fn deflate_rle(data: &[u8]) -> Vec<u8> {
+    let mut b = Bits { out: Vec::new(), acc: 0, n: 0 };
+    b.put(1, 1); // final block
+    b.put(1, 2); // fixed Huffman codes
+    let mut i = 0;
+    while i < data.len() {
+        let run = |d: usize| {
+            if i < d {
+                return 0;
+            }
+            let mut n = 0;
+            while n < 258 && i + n < data.len() && data[i + n] == data[i + n - d] {
+                n += 1;
+            }
+            n
+        };
+        let (r1, r3) = (run(1), run(3));
+        let (len, dist) = if r1 >= r3 { (r1, 1) } else { (r3, 3) };
+        if len >= 3 {
+            let k = LEN_BASE.iter().rposition(|&l| l as usize <= len).unwrap();
+            b.literal(257 + k as u32);
+            b.put(len as u32 - LEN_BASE[k], LEN_EXTRA[k]);
+            b.code(if dist == 1 { 0 } else { 2 }, 5);
+            i += len;
+        } else {
+            b.literal(data[i] as u32);
+            i += 1;
+        }
+    }
+    b.literal(256);
+    b.put(0, 7); // flush the last byte
+    b.out
 }
 
 fn chunk(out: &mut Vec<u8>, ty: &[u8; 4], data: &[u8]) {
@@ -272,7 +339,9 @@ mod tests {
                 dashed: false,
             }],
         );
+        std::fs::write(std::env::temp_dir().join("ps-plot-test.png"), &png).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(png.len() < 100_000, "compressed: {} bytes", png.len());
         assert_eq!(super::crc32(b"IEND"), 0xae42_6082);
         assert_eq!(&png[png.len() - 8..png.len() - 4], b"IEND");
     }
