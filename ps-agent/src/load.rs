@@ -836,6 +836,11 @@ impl Loaded {
         &mut self.ebpf
     }
 
+    /// The aya `Ebpf`, shared (tests and benchmarks read single counters through it).
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
     /// Switch mode without touching the policy.
     pub fn set_mode(&mut self, mode: Mode) -> Result<(), LoadError> {
         let m: Array<_, State> = self.array(names::MAP_STATE)?;

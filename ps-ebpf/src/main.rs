@@ -4,10 +4,12 @@
 //! - `xdp.rs`: ingress enforcement (`ps_xdp`);
 //! - `tc.rs`: egress accounting and flow tracking (`ps_tc_egress`);
 //! - `observe.rs`: the drop path's would-drop table and events (`ps_xdp`);
-//! - `maps.rs`: the maps both share.
+//! - `maps.rs`: the maps both share;
+//! - `floor.rs`: reference programs for the benchmarks (`ps_floor`, `ps_drop`, `ps_tx`).
 #![no_std]
 #![no_main]
 
+mod floor;
 mod maps;
 mod observe;
 mod tc;

@@ -5,6 +5,9 @@
 //! Every lab gets its own namespace names (from a tag), so tests run in parallel without
 //! colliding; addresses live only inside those namespaces (198.18.0.0/15, fd00::/8).
 
+pub mod framegen;
+pub mod plot;
+
 use std::{
     fs,
     io::{ErrorKind, Read as _},

@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup | test | demo`.
+//! Developer tasks: `cargo xtask setup | test | verify | bench | fuzz | demo`.
 //!
 //! xtask itself depends on nothing of the project, so it compiles on a fresh machine
 //! before the eBPF toolchain exists; every task first runs `xtask/setup.sh`, which
@@ -33,6 +33,38 @@ enum Task {
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// The differential test at full count: 100,000 generated frames through the loaded
+    /// program and the host classifier (`cargo xtask test` runs 5,000).
+    Verify {
+        /// Frames to generate.
+        #[arg(long, default_value_t = 100_000)]
+        frames: u64,
+        /// PRNG seed (default: the test's fixed seed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Per-packet cost (BPF_PROG_TEST_RUN) against the floor and xdp-filter, scale to
+    /// 100,000 rules, control-plane times, agent memory; writes BENCHMARKS.md and its plot.
+    Bench {
+        /// Interleaved rounds (the median is reported).
+        #[arg(long, default_value_t = 11)]
+        rounds: u32,
+        /// Repeats per test run.
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        /// Print only; do not write BENCHMARKS.md and the plot.
+        #[arg(long)]
+        no_write: bool,
+    },
+    /// Fuzz the parser/classifier and the config parsers (cargo-fuzz, nightly; installs
+    /// cargo-fuzz if missing): each target for `--seconds`.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Targets (default: all).
+        targets: Vec<String>,
     },
     /// Build everything, create a lab of namespaces, enforce the PS 8.1.2 matrix, send
     /// allowed and forbidden traffic and show live counters.
@@ -129,6 +161,60 @@ fn main() -> anyhow::Result<()> {
             run(cargo().args(["build", "--package", "ps-agent"]))?;
             let bin = root().join("target/debug/ps-agent");
             test(cargo().arg("test").args(&args).env("PS_AGENT_BIN", &bin))
+        }
+        Task::Verify { frames, seed } => {
+            setup()?;
+            run(cargo().args(["build", "--package", "ps-agent"]))?;
+            let mut cmd = cargo();
+            cmd.args(["test", "--package", "ps-tests", "--test", "differential", "--", "--nocapture"])
+                .env("PS_DIFF_FRAMES", frames.to_string());
+            if let Some(seed) = seed {
+                cmd.env("PS_DIFF_SEED", seed.to_string());
+            }
+            test(&mut cmd)
+        }
+        Task::Bench { rounds, repeat, no_write } => {
+            setup()?;
+            run(cargo().args(["build", "--release", "--package", "ps-agent", "--package", "ps-tests"]))?;
+            let bin = root().join("target/release/ps-agent");
+            let mut cmd = Command::new(root().join("target/release/ps-bench"));
+            cmd.args(["--rounds", &rounds.to_string(), "--repeat", &repeat.to_string()]).env("PS_AGENT_BIN", &bin);
+            if no_write {
+                cmd.arg("--no-write");
+            }
+            run(&mut cmd)
+        }
+        Task::Fuzz { seconds, targets } => {
+            setup()?;
+            let have = Command::new("cargo").args(["+nightly", "fuzz", "--version"]).output();
+            if !have.is_ok_and(|o| o.status.success()) {
+                run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+            }
+            let targets =
+                if targets.is_empty() { vec!["parse_decide".to_string(), "config".to_string()] } else { targets };
+            let dir = root().join("tests/fuzz");
+            for t in targets {
+                eprintln!("[xtask] fuzzing {t} for {seconds} s");
+                // The fuzz crate links ps-agent for its model; the eBPF object is not needed.
+                let corpus = format!("corpus/{t}");
+                let _ = std::fs::create_dir_all(dir.join(&corpus));
+                let mut args = vec!["+nightly".to_string(), "fuzz".into(), "run".into(), t.clone(), corpus];
+                if t == "config" {
+                    // The shipped matrix and the example site config as seeds.
+                    args.push("../../policy".into());
+                }
+                args.extend(["--".into(), format!("-max_total_time={seconds}")]);
+                let status = Command::new("cargo")
+                    .args(&args)
+                    .env("AYA_BUILD_SKIP", "1")
+                    .current_dir(&dir)
+                    .status()
+                    .context("failed to start cargo fuzz")?;
+                if !status.success() {
+                    bail!("fuzz target {t} failed: {status} (the crashing input is under tests/fuzz/artifacts/{t}/)");
+                }
+            }
+            Ok(())
         }
         Task::Demo { seconds } => {
             setup()?;
