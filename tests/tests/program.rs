@@ -428,9 +428,14 @@ fn verifier_cost_stays_within_budget() {
         let loaded = Loaded::load(&set, &[("eth0".into(), eth0)], &LoadOptions::new(Mode::Enforce)).unwrap();
         loaded.verified_instructions()
     });
+    // `cargo xtask vm-test` reads these lines (count and budget) off each kernel's console.
     for ((name, n), (bname, budget)) in counts.iter().zip(VERIFIER_BUDGET) {
         assert_eq!(*name, bname);
-        let n = n.expect("kernel 5.16+ reports verified instructions");
+        // Kernels before 5.16 have no `verified_insns` in bpf_prog_info (commit aba64c7da983).
+        let Some(n) = *n else {
+            println!("{name}: verified instructions not reported (budget {budget}; kernel before 5.16)");
+            continue;
+        };
         println!("{name}: {n} instructions verified (budget {budget})");
         assert!(n <= budget, "{name}: the verifier processed {n} instructions, over the budget of {budget}");
     }

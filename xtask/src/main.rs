@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup | test | demo`.
+//! Developer tasks: `cargo xtask setup | test | demo | vm-test`.
 //!
 //! xtask itself depends on nothing of the project, so it compiles on a fresh machine
 //! before the eBPF toolchain exists; every task first runs `xtask/setup.sh`, which
@@ -11,6 +11,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+
+mod vm;
 
 #[derive(Parser)]
 #[command(about = "ps-agent developer tasks")]
@@ -40,6 +42,22 @@ enum Task {
         /// Seconds of traffic.
         #[arg(long, default_value_t = 8)]
         seconds: u64,
+    },
+    /// The kernel matrix: boot Debian's kernels (6.1, generic and cloud) under QEMU with a
+    /// small initramfs, run the program tests there and on the running kernel, print
+    /// results and verified instructions per program per kernel; fail on a failed test or a
+    /// program over its verifier budget. Not part of `test`. Installs QEMU and fetches the
+    /// kernels itself (xtask/vm-setup.sh), under target/vm/.
+    VmTest {
+        /// Also boot this kernel image (bzImage; veth built in or `veth.ko` beside it).
+        #[arg(long = "kernel")]
+        kernels: Vec<PathBuf>,
+        /// Do not run the tests on the running kernel.
+        #[arg(long)]
+        no_host: bool,
+        /// Seconds one VM may run before it is killed and counted as failed.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
     },
 }
 
@@ -138,6 +156,10 @@ fn main() -> anyhow::Result<()> {
                 .arg("--seconds")
                 .arg(seconds.to_string())
                 .env("PS_AGENT_BIN", &bin))
+        }
+        Task::VmTest { kernels, no_host, timeout } => {
+            setup()?;
+            vm::vm_test(&root(), cargo, &vm::Opts { kernels, no_host, timeout })
         }
     }
 }
