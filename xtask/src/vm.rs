@@ -48,6 +48,8 @@ pub struct Opts {
     pub no_host: bool,
     /// Seconds one VM may take before it is killed and counted as failed.
     pub timeout: u64,
+    /// Boot only the kernels whose package name or path contains this.
+    pub only: Option<String>,
 }
 
 /// One kernel's result.
@@ -104,6 +106,7 @@ pub fn vm_test(root: &Path, cargo: impl Fn() -> Command, opts: &Opts) -> anyhow:
         let module = k.parent().map(|d| d.join("veth.ko")).filter(|m| m.exists());
         kernels.push((k.display().to_string(), k.clone(), module));
     }
+    kernels.retain(|(name, _, _)| opts.only.as_ref().is_none_or(|o| name.contains(o.as_str())));
     let base = initramfs_base(&vm, &stripped)?;
     for (name, image, module) in kernels {
         outcomes.push(boot(&vm, &name, &image, module.as_deref(), &base, opts.timeout)?);
