@@ -414,10 +414,10 @@ fn stateful_replies_need_a_tracked_flow() {
 
 /// The verifier's work per program, held under a budget (the kernel's limit is 1M
 /// processed instructions; a program that grows towards it will fail on some kernel).
-/// Measured on 6.18: ps_xdp 238k (source sets cost ~80k of it: a check per candidate),
-/// ps_tc_egress 28k. The one source of the budgets: `cargo xtask vm-test` reads them from
-/// what this test prints on each kernel.
-const VERIFIER_BUDGET: [(&str, u32); 2] = [("ps_xdp", 300_000), ("ps_tc_egress", 40_000)];
+/// Measured (`cargo xtask vm-test`): ps_xdp 87k on 6.18, 101k on 6.1; ps_tc_egress 28k on
+/// 6.18, 41k on 6.1 (older verifiers prune less). The one source of the budgets:
+/// `cargo xtask vm-test` reads them from what this test prints on each kernel.
+const VERIFIER_BUDGET: [(&str, u32); 2] = [("ps_xdp", 300_000), ("ps_tc_egress", 50_000)];
 
 #[test]
 fn verifier_cost_stays_within_budget() {

@@ -56,7 +56,7 @@ enum Task {
         #[arg(long)]
         no_host: bool,
         /// Seconds one VM may run before it is killed and counted as failed (under TCG the
-        /// 6.1 verifier takes about 10 s per load of ps_xdp, the whole run about 5 minutes).
+        /// 6.1 verifier takes about 10 s per load of ps_xdp, the whole run about 6 minutes).
         #[arg(long, default_value_t = 900)]
         timeout: u64,
         /// Boot only the kernels whose package name (or --kernel path) contains this.
