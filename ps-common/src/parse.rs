@@ -149,18 +149,31 @@ pub unsafe fn parse_with(start: usize, end: usize, launder: impl Fn(usize) -> us
             }
         }
     }
-    // 14, 18 or 22: the mask is the bound the verifier needs once `launder` hid the value.
-    let off = launder(off) & 0x1f;
+    // 14, 18 or 22: laundered in parse_ipv4/6, together with the IP length.
     match ethertype {
-        ETH_P_IP => parse_ipv4(start, end, off),
-        ETH_P_IPV6 => parse_ipv6(start, end, off),
+        ETH_P_IP => parse_ipv4(start, end, off, launder),
+        ETH_P_IPV6 => parse_ipv6(start, end, off, launder),
         ETH_P_ARP => Parsed::Arp,
         _ => Parsed::Drop(DropReason::EtherType),
     }
 }
 
+/// The L3 offset (14, 18 or 22) and the IP header's 16-bit length, through `launder` in
+/// one round trip. The offset is hidden so that the zero-, one- and two-tag paths merge
+/// (see [`parse_with`]); the masks are the bounds the verifier needs afterwards. The
+/// length needs one too: LLVM builds it from two bytes with an OR and a byte swap, and the
+/// 6.1 verifier marks the result of either unknown (an unbounded length added to the
+/// packet pointer is rejected there; 6.18 tracks it). `cargo xtask vm-test` found this.
 #[inline(always)]
-fn parse_ipv4(start: usize, end: usize, off: usize) -> Parsed {
+fn launder_len(launder: &impl Fn(usize) -> usize, off: usize, len: u16) -> (usize, usize) {
+    let v = launder(off | ((len as usize) << 5));
+    (v & 0x1f, (v >> 5) & 0xffff)
+}
+
+/// Every header field is read before the round trip: after it, nothing may hold the
+/// pre-launder header pointer, or the verifier states of the VLAN paths would not merge.
+#[inline(always)]
+fn parse_ipv4(start: usize, end: usize, off: usize, launder: impl Fn(usize) -> usize) -> Parsed {
     let Some(ip) = hdr::<20>(start, end, off) else {
         return Parsed::Drop(DropReason::Truncated);
     };
@@ -173,17 +186,18 @@ fn parse_ipv4(start: usize, end: usize, off: usize) -> Parsed {
     if ihl < 20 {
         return Parsed::Drop(DropReason::Malformed);
     }
-    let total = be16(ip, 2) as usize;
+    let fragment = be16(ip, 6) & 0x1fff != 0;
+    let proto = ip[9];
+    let (off, total) = launder_len(&launder, off, be16(ip, 2));
     if total < ihl {
         return Parsed::Drop(DropReason::Malformed);
     }
     if start + off + total > end {
         return Parsed::Drop(DropReason::Truncated);
     }
-    if be16(ip, 6) & 0x1fff != 0 {
+    if fragment {
         return Parsed::Drop(DropReason::Fragment);
     }
-    let proto = ip[9];
     let pkt = Packet { ip_version: 4, proto, l3_off: off as u32, ..Packet::default() };
     match proto {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP => parse_l4(start, end, off + ihl, off + total, pkt),
@@ -197,8 +211,9 @@ const fn is_ipv6_ext(nh: u8) -> bool {
     matches!(nh, 0 | 43 | 44 | 60 | 51)
 }
 
+/// As [`parse_ipv4`]: the header is read before the round trip.
 #[inline(always)]
-fn parse_ipv6(start: usize, end: usize, off: usize) -> Parsed {
+fn parse_ipv6(start: usize, end: usize, off: usize, launder: impl Fn(usize) -> usize) -> Parsed {
     let Some(ip) = hdr::<40>(start, end, off) else {
         return Parsed::Drop(DropReason::Truncated);
     };
@@ -207,7 +222,8 @@ fn parse_ipv6(start: usize, end: usize, off: usize) -> Parsed {
     if ip[0] >> 4 != 6 {
         return Parsed::Drop(DropReason::Malformed);
     }
-    let payload = be16(ip, 4) as usize;
+    let mut nh = ip[6];
+    let (off, payload) = launder_len(&launder, off, be16(ip, 4));
     if payload == 0 {
         // Jumbograms (RFC 2675) are not supported.
         return Parsed::Drop(DropReason::Malformed);
@@ -216,7 +232,6 @@ fn parse_ipv6(start: usize, end: usize, off: usize) -> Parsed {
     if start + ip_end > end {
         return Parsed::Drop(DropReason::Truncated);
     }
-    let mut nh = ip[6];
     let mut l4 = off + 40;
     let mut i = 0;
     while i < MAX_EXT_HEADERS && is_ipv6_ext(nh) {

@@ -81,8 +81,14 @@ fn track_reply(start: usize, end: usize, d: &Decision, counter: u32) -> Verdict 
     Verdict::Rule(counter)
 }
 
-/// Log a would-drop (debug level: the agent logs every drop from `PS_EVENTS`), at most `LOG_BURST` lines then `LOG_RATE_PER_SEC` per CPU.
-#[inline(never)]
+/// Log a would-drop (debug level: the agent logs every drop from `PS_EVENTS`), at most
+/// `LOG_BURST` lines then `LOG_RATE_PER_SEC` per CPU.
+///
+/// Inlined: as a subprogram it made a chain ps_xdp → log_would_drop → memcpy (aya-log
+/// copying the reason string), which the 6.1 verifier sums to 448 + 64 + 32 = 544 bytes of
+/// stack (over 512: it rounds every frame up to 32 bytes; later kernels round JITed frames
+/// to 16). Inlined, the main frame even shrinks (432 → 384 bytes: its slots are reused).
+#[inline(always)]
 fn log_would_drop(ctx: &XdpContext, d: &Decision) {
     let Some(bucket) = PS_LOG_RL.get_ptr_mut(0) else { return };
     // SAFETY: per-CPU value.

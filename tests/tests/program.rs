@@ -414,9 +414,10 @@ fn stateful_replies_need_a_tracked_flow() {
 
 /// The verifier's work per program, held under a budget (the kernel's limit is 1M
 /// processed instructions; a program that grows towards it will fail on some kernel).
-/// Measured on 6.18: ps_xdp 258k (source sets cost ~80k of it: a check per candidate),
-/// ps_tc_egress 23k.
-const VERIFIER_BUDGET: [(&str, u32); 2] = [("ps_xdp", 300_000), ("ps_tc_egress", 40_000)];
+/// Measured (`cargo xtask vm-test`): ps_xdp 87k on 6.18 (96k with the drop-path events), 101k on 6.1; ps_tc_egress 28k on
+/// 6.18, 41k on 6.1 (older verifiers prune less). The one source of the budgets:
+/// `cargo xtask vm-test` reads them from what this test prints on each kernel.
+const VERIFIER_BUDGET: [(&str, u32); 2] = [("ps_xdp", 200_000), ("ps_tc_egress", 50_000)];
 
 #[test]
 fn verifier_cost_stays_within_budget() {
@@ -428,9 +429,14 @@ fn verifier_cost_stays_within_budget() {
         let loaded = Loaded::load(&set, &[("eth0".into(), eth0)], &LoadOptions::new(Mode::Enforce)).unwrap();
         loaded.verified_instructions()
     });
+    // `cargo xtask vm-test` reads these lines (count and budget) off each kernel's console.
     for ((name, n), (bname, budget)) in counts.iter().zip(VERIFIER_BUDGET) {
         assert_eq!(*name, bname);
-        let n = n.expect("kernel 5.16+ reports verified instructions");
+        // Kernels before 5.16 have no `verified_insns` in bpf_prog_info (commit aba64c7da983).
+        let Some(n) = *n else {
+            println!("{name}: verified instructions not reported (budget {budget}; kernel before 5.16)");
+            continue;
+        };
         println!("{name}: {n} instructions verified (budget {budget})");
         assert!(n <= budget, "{name}: the verifier processed {n} instructions, over the budget of {budget}");
     }

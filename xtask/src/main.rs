@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup | test | verify | bench | fuzz | demo`.
+//! Developer tasks: `cargo xtask setup | test | verify | bench | fuzz | demo | vm-test`.
 //!
 //! xtask itself depends on nothing of the project, so it compiles on a fresh machine
 //! before the eBPF toolchain exists; every task first runs `xtask/setup.sh`, which
@@ -11,6 +11,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+
+mod vm;
 
 #[derive(Parser)]
 #[command(about = "ps-agent developer tasks")]
@@ -72,6 +74,26 @@ enum Task {
         /// Seconds of traffic.
         #[arg(long, default_value_t = 8)]
         seconds: u64,
+    },
+    /// The kernel matrix: boot Debian's kernels (6.1, generic and cloud) under QEMU with a
+    /// small initramfs, run the program tests there and on the running kernel, print
+    /// results and verified instructions per program per kernel; fail on a failed test or a
+    /// program over its verifier budget. Not part of `test`. Installs QEMU and fetches the
+    /// kernels itself (xtask/vm-setup.sh), under target/vm/.
+    VmTest {
+        /// Also boot this kernel image (bzImage; veth built in or `veth.ko` beside it).
+        #[arg(long = "kernel")]
+        kernels: Vec<PathBuf>,
+        /// Do not run the tests on the running kernel.
+        #[arg(long)]
+        no_host: bool,
+        /// Seconds one VM may run before it is killed and counted as failed (under TCG the
+        /// 6.1 verifier takes about 10 s per load of ps_xdp, the whole run about 6 minutes).
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        /// Boot only the kernels whose package name (or --kernel path) contains this.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -224,6 +246,10 @@ fn main() -> anyhow::Result<()> {
                 .arg("--seconds")
                 .arg(seconds.to_string())
                 .env("PS_AGENT_BIN", &bin))
+        }
+        Task::VmTest { kernels, no_host, timeout, only } => {
+            setup()?;
+            vm::vm_test(&root(), cargo, &vm::Opts { kernels, no_host, timeout, only })
         }
     }
 }
