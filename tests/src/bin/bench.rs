@@ -708,8 +708,8 @@ fn report(r: &Results) -> (String, Vec<u8>) {
            cannot run nftables; the flood test measures it at the matrix only).\n\
          - xdp-filter at 1,000+ ports (its port table is an array indexed by port, so it is flat \
            by construction, but not shown).\n\
-         - Cost with 10,000 source prefixes: source-address sets (issue 3) are not implemented.\n\
-         - Other kernels (the QEMU kernel matrix)."
+         - Cost with 10,000 source prefixes (source-address sets exist now: one LPM lookup per packet when a rule is bound; not benchmarked yet).\n\
+         - Per-packet cost on other kernels (`cargo xtask vm-test` checks correctness and verifier cost on 6.1, not speed)."
     );
     (md, png)
 }
