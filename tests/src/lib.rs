@@ -47,14 +47,21 @@ pub fn ensure_bpffs() {
     }
 }
 
+/// Move the calling thread into network namespace `ns` (sockets it creates from then on
+/// live there). Only for threads made for that purpose: see [`in_netns`].
+pub fn enter_netns(ns: &str) {
+    let path = format!("/var/run/netns/{ns}");
+    let file = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: setns on this thread only; the fd is valid for the call.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
 /// Run `f` on a thread that has entered network namespace `ns`.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
+    let ns = ns.to_string();
     std::thread::spawn(move || {
-        let file = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns on this thread only; the fd is valid for the call.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        enter_netns(&ns);
         f()
     })
     .join()
@@ -194,12 +201,10 @@ impl Listener {
     pub fn tcp(ns: &str, port: u16) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
-        let path = format!("/var/run/netns/{ns}");
+        let ns = ns.to_string();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let file = fs::File::open(&path).expect("netns");
-            // SAFETY: setns on this thread only.
-            assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            enter_netns(&ns);
             let l = TcpListener::bind(("::", port)).expect("bind listener");
             l.set_nonblocking(true).unwrap();
             tx.send(l.local_addr().unwrap().port()).unwrap();
@@ -234,12 +239,10 @@ impl UdpEcho {
     pub fn start(ns: &str, port: u16) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
-        let path = format!("/var/run/netns/{ns}");
+        let ns = ns.to_string();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let file = fs::File::open(&path).expect("netns");
-            // SAFETY: setns on this thread only.
-            assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            enter_netns(&ns);
             let s = UdpSocket::bind(("::", port)).expect("bind udp echo");
             s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
             tx.send(()).unwrap();
@@ -451,13 +454,11 @@ pub fn send_raw_tcp(ns: &str, src: &str, sport: u16, dst: &str, dport: u16, flag
 /// the returned channel to it (`None` closes).
 pub fn push_server(ns: &str, port: u16) -> std::sync::mpsc::Sender<Option<Vec<u8>>> {
     use std::io::Write as _;
-    let path = format!("/var/run/netns/{ns}");
+    let ns = ns.to_string();
     let (tx, rx) = std::sync::mpsc::channel::<Option<Vec<u8>>>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let file = fs::File::open(&path).expect("netns");
-        // SAFETY: setns on this thread only.
-        assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        enter_netns(&ns);
         let l = TcpListener::bind(("::", port)).expect("bind push server");
         ready_tx.send(()).unwrap();
         let (mut s, _) = l.accept().expect("accept");

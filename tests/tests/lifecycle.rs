@@ -31,11 +31,9 @@ fn pinger(
     answered: Arc<AtomicU64>,
     lost: Arc<AtomicU64>,
 ) -> std::thread::JoinHandle<()> {
-    let path = format!("/var/run/netns/{ns}");
+    let ns = ns.to_string();
     std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).unwrap();
-        // SAFETY: setns on this thread only.
-        assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) }, 0);
+        enter_netns(&ns);
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         s.connect((PS_ETH0_V4, port)).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
