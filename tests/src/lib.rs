@@ -133,8 +133,15 @@ impl Lab {
         for ns in [&self.ps, &self.a, &self.b] {
             sh_ok(&format!("ip netns del {ns}"));
         }
+        // Pins of the agents run in this lab: their tags start with the lab's (`err` → `err3`),
+        // so no test leaves counter maps pinned behind it.
         if let Some(tag) = self.ps.strip_prefix("pst-").and_then(|t| t.strip_suffix("-ps")) {
-            let _ = fs::remove_dir_all(format!("/sys/fs/bpf/pst-{tag}"));
+            let prefix = format!("pst-{tag}");
+            for e in fs::read_dir("/sys/fs/bpf").into_iter().flatten().flatten() {
+                if e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
         }
     }
 }
