@@ -60,6 +60,37 @@ fn pinger(
     })
 }
 
+/// Continuous traffic from peer a: datagrams to 9000 (allowed: echoed) and to 9001
+/// (forbidden: an echo server waits there, so any answer is a leak).
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    lost: Arc<AtomicU64>,
+    leaked: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(lab: &Lab) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, lost, leaked, blocked) = (Arc::default(), Arc::default(), Arc::default(), Arc::default());
+        let threads = vec![
+            pinger(&lab.a, 9000, stop.clone(), Arc::clone(&ok), Arc::clone(&lost)),
+            pinger(&lab.a, 9001, stop.clone(), Arc::clone(&leaked), blocked),
+        ];
+        Self { stop, ok, lost, leaked, threads }
+    }
+
+    /// Stop; (answered on 9000, lost on 9000, answered on 9001).
+    fn finish(self) -> (u64, u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (self.ok.load(Ordering::Relaxed), self.lost.load(Ordering::Relaxed), self.leaked.load(Ordering::Relaxed))
+    }
+}
+
 #[test]
 fn hundred_reloads_under_traffic_lose_nothing_and_leak_nothing() {
     let lab = Lab::new("lr");
@@ -68,10 +99,7 @@ fn hundred_reloads_under_traffic_lose_nothing_and_leak_nothing() {
     let agent = Agent::start(&lab.ps, "lr", &["--config", cfg.to_str().unwrap()]);
     let _allowed = UdpEcho::start(&lab.ps, 9000);
     let _forbidden = UdpEcho::start(&lab.ps, 9001);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, lost, leaked, blocked) = (Arc::default(), Arc::default(), Arc::default(), Arc::default());
-    let t1 = pinger(&lab.a, 9000, stop.clone(), Arc::clone(&ok), Arc::clone(&lost));
-    let t2 = pinger(&lab.a, 9001, stop.clone(), Arc::clone(&leaked), Arc::clone(&blocked));
+    let traffic = Traffic::start(&lab);
     std::thread::sleep(Duration::from_millis(300));
     for i in 0..100 {
         // Alternate between two policies that differ elsewhere (ps-18 on/off).
@@ -81,10 +109,7 @@ fn hundred_reloads_under_traffic_lose_nothing_and_leak_nothing() {
         assert_eq!(code, 0, "reload {i}: {out}");
     }
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    t1.join().unwrap();
-    t2.join().unwrap();
-    let (ok, lost, leaked) = (ok.load(Ordering::Relaxed), lost.load(Ordering::Relaxed), leaked.load(Ordering::Relaxed));
+    let (ok, lost, leaked) = traffic.finish();
     assert!(ok > 100, "the allowed flow ran throughout: {ok} answered");
     assert_eq!(lost, 0, "allowed datagrams lost across 100 reloads");
     assert_eq!(leaked, 0, "forbidden datagrams answered across 100 reloads");
@@ -203,10 +228,7 @@ fn restart_without_a_gap_when_programs_are_kept() {
     let before = xdp_prog_id(&lab.ps, "eth0").expect("attached");
     let _allowed = UdpEcho::start(&lab.ps, 9000);
     let _forbidden = UdpEcho::start(&lab.ps, 9001);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, lost, leaked, blocked) = (Arc::default(), Arc::default(), Arc::default(), Arc::default());
-    let t1 = pinger(&lab.a, 9000, stop.clone(), Arc::clone(&ok), Arc::clone(&lost));
-    let t2 = pinger(&lab.a, 9001, stop.clone(), Arc::clone(&leaked), Arc::clone(&blocked));
+    let traffic = Traffic::start(&lab);
     std::thread::sleep(Duration::from_millis(300));
 
     // The agent exits: its programs keep enforcing.
@@ -224,10 +246,7 @@ fn restart_without_a_gap_when_programs_are_kept() {
     let after = xdp_prog_id(&lab.ps, "eth0").expect("attached");
     assert_ne!(after, before, "the program was replaced");
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    t1.join().unwrap();
-    t2.join().unwrap();
-    let (ok, lost, leaked) = (ok.load(Ordering::Relaxed), lost.load(Ordering::Relaxed), leaked.load(Ordering::Relaxed));
+    let (ok, lost, leaked) = traffic.finish();
     assert!(ok > 20, "{ok}");
     assert_eq!(lost, 0, "allowed datagrams lost across the restart");
     assert_eq!(leaked, 0, "forbidden datagrams answered across the restart");
