@@ -334,6 +334,19 @@ pub struct TokenBucket {
     pub tokens: u64,
     /// Last refill, `bpf_ktime_get_ns`.
     pub last_ns: u64,
+    /// Kernel tick (`bpf_jiffies64`) of the last clock read: see [`TokenBucket::dry_at`].
+    pub tick: u64,
+}
+
+impl TokenBucket {
+    /// Whether the bucket is empty and the kernel tick has not moved since the clock was
+    /// last read: then no token can be due yet (give or take one tick), and the caller
+    /// skips the clock. The tick counter is a load (the kernel inlines `bpf_jiffies64`),
+    /// the clock a helper call; under a flood this is the whole cost of the limiter.
+    #[inline(always)]
+    pub const fn dry_at(&self, tick: u64) -> bool {
+        self.tokens == 0 && self.tick == tick
+    }
 }
 
 /// Dry-run log lines per second per CPU.
@@ -341,14 +354,23 @@ pub const LOG_RATE_PER_SEC: u64 = 5;
 /// Dry-run log burst per CPU.
 pub const LOG_BURST: u64 = 10;
 
-/// Take one token; refill at [`LOG_RATE_PER_SEC`] up to [`LOG_BURST`].
+/// Take one dry-run log token (see [`take_token_rate`]).
 #[inline(always)]
 pub fn take_token(b: &mut TokenBucket, now_ns: u64) -> bool {
+    take_token_rate(b, now_ns, LOG_RATE_PER_SEC, LOG_BURST)
+}
+
+/// Take one token from `b`; refill at `rate` per second up to `burst`.
+///
+/// Runs on every drop of a flood, with the bucket empty: the common case is one
+/// comparison. The division (64-bit, tens of cycles) happens only when a refill is due.
+#[inline(always)]
+pub fn take_token_rate(b: &mut TokenBucket, now_ns: u64, rate: u64, burst: u64) -> bool {
+    let interval = 1_000_000_000 / rate;
     let elapsed = now_ns.wrapping_sub(b.last_ns);
-    let refill = elapsed / (1_000_000_000 / LOG_RATE_PER_SEC);
-    if refill > 0 {
-        let t = b.tokens + refill;
-        b.tokens = if t > LOG_BURST { LOG_BURST } else { t };
+    if elapsed >= interval {
+        let t = b.tokens.saturating_add(elapsed / interval);
+        b.tokens = if t > burst { burst } else { t };
         b.last_ns = now_ns;
     }
     if b.tokens > 0 {
@@ -423,7 +445,7 @@ mod tests {
         assert_eq!(size_of::<PortEntry>(), 8);
         assert_eq!(size_of::<RuleEntry>(), 4 + 4 + 4 + 2 + 2 + 8);
         assert_eq!(size_of::<Counter>(), 16);
-        assert_eq!(size_of::<TokenBucket>(), 16);
+        assert_eq!(size_of::<TokenBucket>(), 24);
     }
 
     #[test]
@@ -467,9 +489,10 @@ mod tests {
 
     #[test]
     fn token_bucket_limits_and_refills() {
-        let mut b = TokenBucket { tokens: LOG_BURST, last_ns: 0 };
+        let mut b = TokenBucket { tokens: LOG_BURST, last_ns: 0, tick: 7 };
         let taken = (0..100).filter(|_| take_token(&mut b, 1)).count();
         assert_eq!(taken as u64, LOG_BURST);
+        assert!(b.dry_at(7) && !b.dry_at(8), "empty: dry until the tick moves");
         // One second later: LOG_RATE_PER_SEC new tokens.
         let taken = (0..100).filter(|_| take_token(&mut b, 1_000_000_001)).count();
         assert_eq!(taken as u64, LOG_RATE_PER_SEC);

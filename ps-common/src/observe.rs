@@ -11,7 +11,7 @@
 //! PS_STAT_CNT[slot * STAT_STRIDE + STAT_EVENT_SUPPRESSED / STAT_EVENT_LOST]
 //! ```
 
-use crate::layout::TokenBucket;
+pub use crate::layout::take_token_rate;
 
 /// Entries of the would-drop table.
 pub const WDROP_ENTRIES: u32 = 4096;
@@ -108,8 +108,8 @@ pub struct DropScratch {
     pub l3_off: u32,
     /// Staged: interface slot.
     pub slot: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// Staged: 1 if the event got a token from the rate limiter.
+    pub token: u32,
 }
 
 /// `PS_EPOCH[0]`: since when the counters count, and the counter layout they were made for.
@@ -121,25 +121,6 @@ pub struct Epoch {
     /// Hash of the counter layout (rule ids in counter order, interfaces in slot order,
     /// stride): counters made for another layout are not reused.
     pub layout: u64,
-}
-
-/// Take one token from `b`; refill at `rate` per second up to `burst` (the style of
-/// [`crate::layout::take_token`], with the rate as an argument).
-#[inline(always)]
-pub fn take_token_rate(b: &mut TokenBucket, now_ns: u64, rate: u64, burst: u64) -> bool {
-    let elapsed = now_ns.wrapping_sub(b.last_ns);
-    let refill = elapsed / (1_000_000_000 / rate);
-    if refill > 0 {
-        let t = b.tokens.saturating_add(refill);
-        b.tokens = if t > burst { burst } else { t };
-        b.last_ns = now_ns;
-    }
-    if b.tokens > 0 {
-        b.tokens -= 1;
-        true
-    } else {
-        false
-    }
 }
 
 #[cfg(feature = "user")]
@@ -158,7 +139,7 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::{STAT_LOG_SUPPRESSED, STAT_STRIDE, STAT_WOULD_DROP_BASE};
+    use crate::layout::{STAT_LOG_SUPPRESSED, STAT_STRIDE, STAT_WOULD_DROP_BASE, TokenBucket};
     use core::mem::size_of;
 
     #[test]
@@ -180,7 +161,7 @@ mod tests {
 
     #[test]
     fn event_bucket_refills_at_its_own_rate() {
-        let mut b = TokenBucket { tokens: EVENT_BURST, last_ns: 0 };
+        let mut b = TokenBucket { tokens: EVENT_BURST, last_ns: 0, tick: 0 };
         assert_eq!(
             (0..1000).filter(|_| take_token_rate(&mut b, 1, EVENT_RATE_PER_SEC, EVENT_BURST)).count() as u64,
             EVENT_BURST

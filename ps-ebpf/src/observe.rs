@@ -2,13 +2,17 @@
 //! would-drop table, and send a rate-limited event to the agent. Everything is built in
 //! a per-CPU scratch value (`PS_DSCRATCH`): the main program's stack is nearly full.
 //!
-//! Verifier cost: [`stage`] (inlined) copies what the drop path needs from the caller's
-//! `Decision` into the scratch value, and [`observe_drop`] (a BPF-to-BPF call) takes only
-//! the context. The call therefore reaches the verifier with the same live state from
+//! Verifier cost: [`drop`] and [`stage`] (inlined) copy what the drop path needs from the
+//! caller's `Decision` into the scratch value, and [`observe_drop`] (a BPF-to-BPF call)
+//! takes only the context. The call therefore reaches the verifier with the same live state from
 //! every classifier path, and it prunes all but the first: the work below is verified
 //! about once, not once per path that ends in a drop.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_jiffies64, bpf_ktime_get_ns},
+    programs::XdpContext,
+};
 use ps_common::{
     STAT_STRIDE,
     classify::Decision,
@@ -21,13 +25,43 @@ use ps_common::{
 
 use crate::maps::*;
 
+/// The drop path: ask the event rate limiter first, so that a flood (the bucket empty)
+/// costs a tick-counter load and two comparisons here; in dry-run also record the
+/// would-drop flow (every packet, token or not).
+#[inline(always)]
+pub fn drop(ctx: &XdpContext, d: &Decision, reason: DropReason, dry_run: bool) {
+    let Some(b) = PS_EVENT_RL.get_ptr_mut(0) else { return };
+    // SAFETY: per-CPU value; only this CPU touches it while the program runs.
+    let b = unsafe { &mut *b };
+    // SAFETY: no preconditions.
+    let tick = unsafe { bpf_jiffies64() };
+    let dry = b.dry_at(tick);
+    if dry && !dry_run {
+        count(&PS_STAT_CNT, (d.slot & 0xf) * STAT_STRIDE + STAT_EVENT_SUPPRESSED, 0);
+        return;
+    }
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let token = !dry && take_token_rate(b, now, EVENT_RATE_PER_SEC, EVENT_BURST);
+    b.tick = tick;
+    if !token {
+        count(&PS_STAT_CNT, (d.slot & 0xf) * STAT_STRIDE + STAT_EVENT_SUPPRESSED, 0);
+        if !dry_run {
+            return;
+        }
+    }
+    stage(d, reason, dry_run, token, now);
+    observe_drop(ctx);
+}
+
 /// Copy what [`observe_drop`] needs into the per-CPU scratch value.
 #[inline(always)]
-pub fn stage(d: &Decision, reason: DropReason, dry_run: bool) {
+fn stage(d: &Decision, reason: DropReason, dry_run: bool, token: bool, now: u64) {
     let Some(s) = PS_DSCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: per-CPU value; only this CPU touches it while the program runs.
     let s = unsafe { &mut *s };
     let p = &d.packet;
+    s.event.ts_ns = now;
     s.event.sport = p.sport;
     s.event.dport = p.dport;
     s.event.proto = p.proto;
@@ -36,19 +70,19 @@ pub fn stage(d: &Decision, reason: DropReason, dry_run: bool) {
     s.ip_version = p.ip_version as u32;
     s.l3_off = p.l3_off;
     s.slot = d.slot;
+    s.token = token as u32;
 }
 
-/// Record the drop (or would-drop) [`stage`] staged.
+/// Record the drop (or would-drop) [`stage`] staged: its would-drop flow in dry-run, the
+/// event if it got a token.
 #[inline(never)]
-pub fn observe_drop(ctx: &XdpContext) {
+fn observe_drop(ctx: &XdpContext) {
     let Some(s) = PS_DSCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: as in `stage`.
     let s = unsafe { &mut *s };
-    // SAFETY: ktime has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
     let (start, end) = (ctx.data(), ctx.data_end());
+    let now = s.event.ts_ns;
     let e = &mut s.event;
-    e.ts_ns = now;
     e.family = 0;
     e.ifindex = ctx.ingress_ifindex() as u32;
     e.len = (end - start) as u32;
@@ -74,7 +108,9 @@ pub fn observe_drop(ctx: &XdpContext) {
     if e.flags & EVENT_DRY_RUN != 0 && e.family != 0 {
         record(s, slot, now);
     }
-    emit(s, slot, now);
+    if s.token != 0 && PS_EVENTS.output::<Event>(&s.event, 0).is_err() {
+        count(&PS_STAT_CNT, slot * STAT_STRIDE + STAT_EVENT_LOST, 0);
+    }
 }
 
 /// Add the packet to its would-drop flow.
@@ -113,19 +149,5 @@ fn record(s: &mut DropScratch, slot: u32, now: u64) {
         if PS_WDROP.insert(&s.key, &s.val, BPF_NOEXIST as u64).is_ok() {
             return;
         }
-    }
-}
-
-/// Send the event, if the CPU's token bucket allows.
-#[inline(always)]
-fn emit(s: &DropScratch, slot: u32, now: u64) {
-    let Some(b) = PS_EVENT_RL.get_ptr_mut(0) else { return };
-    // SAFETY: per-CPU value.
-    if !take_token_rate(unsafe { &mut *b }, now, EVENT_RATE_PER_SEC, EVENT_BURST) {
-        count(&PS_STAT_CNT, slot * STAT_STRIDE + STAT_EVENT_SUPPRESSED, 0);
-        return;
-    }
-    if PS_EVENTS.output::<Event>(&s.event, 0).is_err() {
-        count(&PS_STAT_CNT, slot * STAT_STRIDE + STAT_EVENT_LOST, 0);
     }
 }

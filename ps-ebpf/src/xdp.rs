@@ -40,8 +40,7 @@ fn try_ps_xdp(ctx: &XdpContext) -> Option<u32> {
         }
         Verdict::Drop(r) => {
             count(&PS_STAT_CNT, stat_drop_index(d.slot, r, dry_run), bytes);
-            observe::stage(&d, r, dry_run);
-            observe::observe_drop(ctx);
+            observe::drop(ctx, &d, r, dry_run);
             if dry_run {
                 log_would_drop(ctx, &d);
                 Some(xdp_action::XDP_PASS)

@@ -205,7 +205,7 @@ fn agent_rss(lab: &Lab, tag: &str, config: Option<&Path>) -> u64 {
     rss
 }
 
-fn run(rounds: usize, repeat: u32, flood_rounds: usize, flood_frames: u32, lab: &Lab) -> Results {
+fn run(rounds: usize, repeat: u32, flood_rounds: usize, flood_frames: u32, quick: bool, lab: &Lab) -> Results {
     let host = HostFacts { ephemeral: (32768, 60999), interfaces: vec!["eth0".into(), "eth1".into()] };
     // Control plane and agent memory first, before xdp-filter takes the interfaces.
     let mut control = Vec::new();
@@ -219,19 +219,23 @@ fn run(rounds: usize, repeat: u32, flood_rounds: usize, flood_frames: u32, lab: 
     let _ = fs::create_dir_all(&cfg_dir);
     let big_cfg = cfg_dir.join("rules-100k.toml");
     fs::write(&big_cfg, format!("interfaces = [\"eth0\", \"eth1\"]\n{extra_text}")).unwrap();
-    let rss = vec![
-        ("PS 8.1.2 matrix".to_string(), agent_rss(lab, "p7b-rss", None)),
-        ("100,000 rules".to_string(), agent_rss(lab, "p7b-rss", Some(&big_cfg))),
-    ];
+    let rss = if quick {
+        vec![]
+    } else {
+        vec![
+            ("PS 8.1.2 matrix".to_string(), agent_rss(lab, "p7b-rss", None)),
+            ("100,000 rules".to_string(), agent_rss(lab, "p7b-rss", Some(&big_cfg))),
+        ]
+    };
     let _ = fs::remove_dir_all(&cfg_dir);
     let _ = fs::remove_dir_all("/tmp/pst-p7b-rss");
     let ps = lab.ps.clone();
     let shipped2 = shipped.clone();
-    let (mut cases, verified, control_rest) = in_netns(&ps, move || measure_setup(shipped2, pc, extra_text));
+    let (mut cases, verified, control_rest) = in_netns(&ps, move || measure_setup(shipped2, pc, extra_text, quick));
     control.extend(control_rest);
     // xdp-filter in deny mode with the matrix's ports, on eth0 through libxdp's dispatcher
     // and on eth1 directly (LIBXDP_SKIP_DISPATCHER).
-    let xdp_filter = setup_xdp_filter(lab, &shipped);
+    let xdp_filter = if quick { String::new() } else { setup_xdp_filter(lab, &shipped) };
     let (eth0, eth1) =
         in_netns(&lab.ps, || (ps_agent::load::ifindex("eth0").unwrap(), ps_agent::load::ifindex("eth1").unwrap()));
     let progs = in_netns(&lab.ps, || {
@@ -303,7 +307,7 @@ fn frames() -> Vec<(&'static str, Vec<u8>, u32)> {
 type Setup = (Vec<Case>, Vec<(String, u32)>, Vec<Control>);
 
 /// Inside the lab namespace: load ps_xdp for every rule set and the floor; the cases.
-fn measure_setup(shipped: RuleSet, shipped_compile: Duration, extra_text: String) -> Setup {
+fn measure_setup(shipped: RuleSet, shipped_compile: Duration, extra_text: String, quick: bool) -> Setup {
     let eth0 = ps_agent::load::ifindex("eth0").unwrap();
     let eth1 = ps_agent::load::ifindex("eth1").unwrap();
     let ifaces = vec![("eth0".to_string(), eth0), ("eth1".to_string(), eth1)];
@@ -380,7 +384,8 @@ fn measure_setup(shipped: RuleSet, shipped_compile: Duration, extra_text: String
     keep.push(a);
     keep.push(b);
     // Scale: the matrix plus generated rules on distinct ports.
-    for total in [30usize, 1_000, 10_000, 100_000] {
+    let totals: &[usize] = if quick { &[] } else { &[30, 1_000, 10_000, 100_000] };
+    for &total in totals {
         let extra = total - shipped.rules.len();
         let text = if total == 100_000 { extra_text.clone() } else { scale_config(extra, &shipped).0 };
         let t0 = Instant::now();
@@ -789,11 +794,14 @@ fn main() {
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let rounds: usize = arg("--rounds").and_then(|v| v.parse().ok()).unwrap_or(11);
     let repeat: u32 = arg("--repeat").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let write = !args.iter().any(|a| a == "--no-write");
+    // --quick: the matrix's per-packet cost against the floor only (no memory, scale,
+    // xdp-filter or flood), printed, not written: for trying out changes to the program.
+    let quick = args.iter().any(|a| a == "--quick");
+    let write = !quick && !args.iter().any(|a| a == "--no-write");
     let lab = Lab::new("p7b");
-    let flood_rounds: usize = arg("--flood-rounds").and_then(|v| v.parse().ok()).unwrap_or(5);
+    let flood_rounds: usize = if quick { 0 } else { arg("--flood-rounds").and_then(|v| v.parse().ok()).unwrap_or(5) };
     let flood_frames: u32 = arg("--flood-frames").and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
-    let r = run(rounds, repeat, flood_rounds, flood_frames, &lab);
+    let r = run(rounds, repeat, flood_rounds, flood_frames, quick, &lab);
     println!("{:<24} {:<28} {:>9} {:>9} {:>9}", "program", "frame", "median ns", "min ns", "kernel ns");
     for c in &r.cases {
         let min = c.samples.iter().copied().fold(f64::INFINITY, f64::min);
@@ -805,6 +813,19 @@ fn main() {
             min,
             median(&mut c.kernel_ns.clone())
         );
+    }
+    if quick {
+        for c in r.cases.iter().filter(|c| c.group == "ps-agent") {
+            if let Some(f) = find(&r, "floor", &c.label) {
+                let (p, f) = (c.median(), f.median());
+                println!("{:<28} {:>6.1} ns over the floor, {:.2}x", c.label, p - f, p / f);
+            }
+        }
+        // PS_BENCH_HOLD=<s>: keep the programs loaded a while (for `bpftool prog dump`).
+        if let Some(s) = std::env::var("PS_BENCH_HOLD").ok().and_then(|v| v.parse().ok()) {
+            std::thread::sleep(Duration::from_secs(s));
+        }
+        return;
     }
     let (md, png) = report(&r);
     if write {
