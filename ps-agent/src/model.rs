@@ -18,13 +18,20 @@ use crate::{
 /// A rule set with a mode, readable as the program reads its maps.
 pub struct Model<'a> {
     set: &'a RuleSet,
-    mode: u32,
+    state: State,
+    /// Indexed by ifindex: slot n at ifindex n.
+    ifaces: Vec<IfaceInfo>,
 }
+
+/// What `PS_PORTS` holds for a port no rule uses.
+const NO_PORT: PortEntry = PortEntry { inbound: 0, reply: 0 };
 
 impl<'a> Model<'a> {
     /// Wrap `set`.
     pub fn new(set: &'a RuleSet, mode: Mode) -> Self {
-        Self { set, mode: if mode == Mode::DryRun { MODE_DRY_RUN } else { MODE_ENFORCE } }
+        let mode = if mode == Mode::DryRun { MODE_DRY_RUN } else { MODE_ENFORCE };
+        let ifaces = (0..=set.interfaces.len() as u32).map(|slot| IfaceInfo { slot, flags: 0 }).collect();
+        Self { set, state: State { generation: 0, mode }, ifaces }
     }
 
     /// Classify `frame` as arriving on interface slot `slot`.
@@ -34,25 +41,25 @@ impl<'a> Model<'a> {
 }
 
 impl Tables for Model<'_> {
-    fn state(&self) -> Option<State> {
-        Some(State { generation: 0, mode: self.mode })
+    fn state(&self) -> Option<&State> {
+        Some(&self.state)
     }
-    fn policy(&self, _generation: u32) -> Option<Policy> {
-        Some(self.set.policy)
+    fn policy(&self, _generation: u32) -> Option<&Policy> {
+        Some(&self.set.policy)
     }
-    fn iface(&self, ifindex: u32) -> Option<IfaceInfo> {
-        let slot = if ifindex >= 1 && (ifindex as usize) <= self.set.interfaces.len() { ifindex } else { 0 };
-        Some(IfaceInfo { slot, flags: 0 })
+    fn iface(&self, ifindex: u32) -> Option<&IfaceInfo> {
+        // Any other ifindex: slot 0, an unconfigured interface.
+        Some(self.ifaces.get(ifindex as usize).unwrap_or(&self.ifaces[0]))
     }
-    fn port(&self, index: u32) -> Option<PortEntry> {
+    fn port(&self, index: u32) -> Option<&PortEntry> {
         if index >= PORTS_PER_GEN {
-            return Some(PortEntry::default());
+            return Some(&NO_PORT);
         }
         let l4 = if index / 65536 == 0 { L4::Tcp } else { L4::Udp };
-        Some(self.set.ports.get(&(l4, (index % 65536) as u16)).copied().unwrap_or_default())
+        Some(self.set.ports.get(&(l4, (index % 65536) as u16)).unwrap_or(&NO_PORT))
     }
-    fn rule(&self, index: u32) -> Option<RuleEntry> {
-        self.set.entries.get(index as usize).copied()
+    fn rule(&self, index: u32) -> Option<&RuleEntry> {
+        self.set.entries.get(index as usize)
     }
     fn src_systems(&self, key: &[u8; 20]) -> u64 {
         // Longest prefix containing the address (the key's header: generation, family).

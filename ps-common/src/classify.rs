@@ -8,24 +8,30 @@
 
 use crate::{
     layout::*,
-    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, Parsed, parse_with},
+    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, Parsed, parse_fast, parse_with},
     reason::{DropReason, PassReason},
 };
 
 pub use crate::layout::FlowKey;
 
 /// The policy tables, as the classifier reads them.
+///
+/// Entries are handed out by reference, and the classifier reads each field where it
+/// uses it: in the kernel a reference is a pointer into the map value, and a field read
+/// late is one load, where a copied struct is several loads up front and their values
+/// spilled to the stack across every map lookup in between (BPF has four callee-saved
+/// registers).
 pub trait Tables {
     /// `PS_STATE[0]`.
-    fn state(&self) -> Option<State>;
+    fn state(&self) -> Option<&State>;
     /// `PS_POLICY[generation]`.
-    fn policy(&self, generation: u32) -> Option<Policy>;
+    fn policy(&self, generation: u32) -> Option<&Policy>;
     /// `PS_IFACES[ifindex]`, `None` outside the table.
-    fn iface(&self, ifindex: u32) -> Option<IfaceInfo>;
+    fn iface(&self, ifindex: u32) -> Option<&IfaceInfo>;
     /// `PS_PORTS[index]`.
-    fn port(&self, index: u32) -> Option<PortEntry>;
+    fn port(&self, index: u32) -> Option<&PortEntry>;
     /// `PS_RULES[index]`.
-    fn rule(&self, index: u32) -> Option<RuleEntry>;
+    fn rule(&self, index: u32) -> Option<&RuleEntry>;
     /// `PS_SRC`: the systems the source address belongs to (longest-prefix match over
     /// `key`, built by [`crate::layout::src_key_data`]); 0 when it belongs to none.
     fn src_systems(&self, key: &[u8; 20]) -> u64;
@@ -63,10 +69,12 @@ pub struct Decision {
     pub mode: u32,
     /// Counter stride of the active policy.
     pub rules_cap: u32,
+    /// The active generation (`0` or `1`): where the stateful path finds the policy's
+    /// flow timeouts. The policy itself is not carried: copying it through every path
+    /// cost the program more than reading it twice on the one path that needs it.
+    pub generation: u32,
     /// The parsed packet (default for non-IP frames).
     pub packet: Packet,
-    /// The active policy.
-    pub policy: Policy,
 }
 
 impl Decision {
@@ -90,7 +98,11 @@ pub unsafe fn decide<T: Tables>(start: usize, end: usize, ifindex: u32, t: &T) -
         _ => 0,
     };
     // SAFETY: forwarded from the caller.
-    let parsed = unsafe { parse_with(start, end, |v| t.launder(v)) };
+    let parsed = match unsafe { parse_fast(start, end) } {
+        Some(p) => Parsed::Ip(p),
+        // SAFETY: forwarded from the caller.
+        None => unsafe { parse_with(start, end, |v| t.launder(v)) },
+    };
     let (verdict, packet) = match parsed {
         Parsed::Arp => (Verdict::Pass(PassReason::Arp), Packet::default()),
         Parsed::Drop(r) => (Verdict::Drop(r), Packet::default()),
@@ -102,10 +114,17 @@ pub unsafe fn decide<T: Tables>(start: usize, end: usize, ifindex: u32, t: &T) -
             } else {
                 0
             };
-            (classify(&p, &policy, state.generation & 1, slot, src, t), p)
+            (classify(&p, policy, state.generation & 1, slot, src, t), p)
         }
     };
-    Some(Decision { verdict, slot, mode: state.mode, rules_cap: policy.rules_cap, packet, policy })
+    Some(Decision {
+        verdict,
+        slot,
+        mode: state.mode,
+        rules_cap: policy.rules_cap,
+        generation: state.generation & 1,
+        packet,
+    })
 }
 
 /// Host wrapper of [`decide`] over a byte slice.
@@ -206,7 +225,7 @@ fn walk<T: Tables>(
     let mut i = 0;
     while i < MAX_CHAIN {
         let Some(r) = t.rule(head + i) else { break };
-        let verdict = if r.iface_mask & (1 << (slot & 31)) == 0 { Err(DropReason::Interface) } else { check(&r) };
+        let verdict = if r.iface_mask & (1 << (slot & 31)) == 0 { Err(DropReason::Interface) } else { check(r) };
         match verdict {
             Ok(()) => return Ok(r.counter),
             Err(reason) => why = reason,

@@ -204,7 +204,8 @@ pub struct FlowState {
     pub state: u32,
     /// Counter slot of the rule that allowed the flow.
     pub counter: u32,
-    /// Created, `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
+    /// Created, `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE: CLOCK_MONOTONIC, a
+    /// tick's resolution).
     pub created_ns: u64,
     /// Last packet either way.
     pub last_ns: u64,

@@ -148,38 +148,44 @@ fn malformed_headers() {
 /// only (counter 1), replies from tcp/5062 and udp/53 to the ephemeral range (counters 2
 /// and 3), and udp/123 replies to 123 or ephemeral (counter 4).
 struct Mini {
-    mode: u32,
-    flags: u32,
+    state: State,
+    policy: Policy,
+    ifaces: [IfaceInfo; 3],
+}
+
+impl Mini {
+    fn new(mode: u32, flags: u32) -> Self {
+        let policy = Policy { flags, rules_cap: 8, ephemeral_lo: 32768, ephemeral_hi: 60999, ..Policy::default() };
+        let ifaces = [0, 1, 2].map(|slot| IfaceInfo { slot, flags: 0 });
+        Self { state: State { generation: 1, mode }, policy, ifaces }
+    }
 }
 
 impl Tables for Mini {
-    fn state(&self) -> Option<State> {
-        Some(State { generation: 1, mode: self.mode })
+    fn state(&self) -> Option<&State> {
+        Some(&self.state)
     }
-    fn policy(&self, generation: u32) -> Option<Policy> {
+    fn policy(&self, generation: u32) -> Option<&Policy> {
         assert_eq!(generation, 1);
-        Some(Policy { flags: self.flags, rules_cap: 8, ephemeral_lo: 32768, ephemeral_hi: 60999, ..Policy::default() })
+        Some(&self.policy)
     }
-    fn iface(&self, ifindex: u32) -> Option<IfaceInfo> {
-        Some(IfaceInfo { slot: if ifindex <= 2 { ifindex } else { 0 }, flags: 0 })
+    fn iface(&self, ifindex: u32) -> Option<&IfaceInfo> {
+        Some(self.ifaces.get(ifindex as usize).unwrap_or(&self.ifaces[0]))
     }
-    fn port(&self, index: u32) -> Option<PortEntry> {
-        let e = |inbound, reply| Some(PortEntry { inbound, reply });
-        if index == port_index(1, L4::Tcp, 443) {
-            e(1, 0)
-        } else if index == port_index(1, L4::Tcp, 7000) {
-            e(2, 0)
-        } else if index == port_index(1, L4::Tcp, 5062) {
-            e(0, 3)
-        } else if index == port_index(1, L4::Udp, 53) {
-            e(0, 4)
-        } else if index == port_index(1, L4::Udp, 123) {
-            e(0, 5)
-        } else if index == port_index(1, L4::Tcp, 5061) {
-            e(6, 0)
-        } else {
-            e(0, 0)
+    fn port(&self, index: u32) -> Option<&PortEntry> {
+        const fn e(l4: L4, port: u16, inbound: u32, reply: u32) -> (u32, PortEntry) {
+            (port_index(1, l4, port), PortEntry { inbound, reply })
         }
+        const TABLE: [(u32, PortEntry); 6] = [
+            e(L4::Tcp, 443, 1, 0),
+            e(L4::Tcp, 7000, 2, 0),
+            e(L4::Tcp, 5062, 0, 3),
+            e(L4::Udp, 53, 0, 4),
+            e(L4::Udp, 123, 0, 5),
+            e(L4::Tcp, 5061, 6, 0),
+        ];
+        const NONE: PortEntry = PortEntry { inbound: 0, reply: 0 };
+        Some(TABLE.iter().find(|(i, _)| *i == index).map_or(&NONE, |(_, e)| e))
     }
     fn src_systems(&self, key: &[u8; 20]) -> u64 {
         // 198.18.0.2 and fd00::2 are system 0 ("SM"); everything else none.
@@ -187,29 +193,28 @@ impl Tables for Mini {
         let sm6 = src_key_data(key[0] as u32, 6, &V6_SRC);
         if *key == sm4 || *key == sm6 { 1 } else { 0 }
     }
-    fn rule(&self, index: u32) -> Option<RuleEntry> {
-        let all = u32::MAX;
-        let reply = ENTRY_LAST | ENTRY_REPLY | ENTRY_EPHEMERAL;
-        let r = |flags, counter, iface_mask, local_lo, local_hi| {
-            Some(RuleEntry { flags, counter, iface_mask, local_lo, local_hi, systems: 0 })
-        };
-        match index {
-            1 => r(ENTRY_LAST, 0, all, 0, 0),
-            // tcp/5061: only from system 0.
-            6 => {
-                Some(RuleEntry { flags: ENTRY_LAST, counter: 5, iface_mask: all, local_lo: 0, local_hi: 0, systems: 1 })
-            }
-            2 => r(ENTRY_LAST, 1, 1 << 1, 0, 0),
-            3 => r(reply, 2, all, 0, 0),
-            4 => r(reply, 3, all, 0, 0),
-            5 => r(reply, 4, all, 123, 123),
-            _ => r(0, 0, 0, 0, 0),
+    fn rule(&self, index: u32) -> Option<&RuleEntry> {
+        const ALL: u32 = u32::MAX;
+        const REPLY: u32 = ENTRY_LAST | ENTRY_REPLY | ENTRY_EPHEMERAL;
+        const fn r(flags: u32, counter: u32, iface_mask: u32, local_lo: u16, local_hi: u16, systems: u64) -> RuleEntry {
+            RuleEntry { flags, counter, iface_mask, local_lo, local_hi, systems }
         }
+        const RULES: [RuleEntry; 7] = [
+            r(0, 0, 0, 0, 0, 0),
+            r(ENTRY_LAST, 0, ALL, 0, 0, 0),
+            r(ENTRY_LAST, 1, 1 << 1, 0, 0, 0),
+            r(REPLY, 2, ALL, 0, 0, 0),
+            r(REPLY, 3, ALL, 0, 0, 0),
+            r(REPLY, 4, ALL, 123, 123, 0),
+            // tcp/5061: only from system 0.
+            r(ENTRY_LAST, 5, ALL, 0, 0, 1),
+        ];
+        Some(RULES.get(index as usize).unwrap_or(&RULES[0]))
     }
 }
 
 fn verdict(f: &[u8], ifindex: u32) -> Verdict {
-    decide_slice(f, ifindex, &Mini { mode: MODE_ENFORCE, flags: 0 }).unwrap().verdict
+    decide_slice(f, ifindex, &Mini::new(MODE_ENFORCE, 0)).unwrap().verdict
 }
 
 #[test]
@@ -267,7 +272,7 @@ fn icmp_policy() {
     ] {
         assert_eq!(verdict(&icmp(&v6(), ty), 1), want, "ICMPv6 type {ty}");
     }
-    let allow = Mini { mode: MODE_ENFORCE, flags: POLICY_ALLOW_ECHO };
+    let allow = Mini::new(MODE_ENFORCE, POLICY_ALLOW_ECHO);
     assert_eq!(decide_slice(&icmp(&v4(), 8), 1, &allow).unwrap().verdict, Pass(PassReason::IcmpEcho));
     assert_eq!(decide_slice(&icmp(&v6(), 128), 1, &allow).unwrap().verdict, Pass(PassReason::IcmpEcho));
 }
@@ -275,8 +280,8 @@ fn icmp_policy() {
 #[test]
 fn dry_run_passes_what_it_would_drop() {
     let f = frame(&[], &v4(), &tcp(1, 9999, TCP_SYN), 0);
-    let enforce = decide_slice(&f, 1, &Mini { mode: MODE_ENFORCE, flags: 0 }).unwrap();
-    let dry = decide_slice(&f, 1, &Mini { mode: MODE_DRY_RUN, flags: 0 }).unwrap();
+    let enforce = decide_slice(&f, 1, &Mini::new(MODE_ENFORCE, 0)).unwrap();
+    let dry = decide_slice(&f, 1, &Mini::new(MODE_DRY_RUN, 0)).unwrap();
     assert_eq!(enforce.verdict, dry.verdict);
     assert!(!enforce.passes());
     assert!(dry.passes());
@@ -285,7 +290,7 @@ fn dry_run_passes_what_it_would_drop() {
 #[test]
 fn stateful_replies_need_a_tracked_flow() {
     use Verdict::*;
-    let t = Mini { mode: MODE_ENFORCE, flags: POLICY_STATEFUL };
+    let t = Mini::new(MODE_ENFORCE, POLICY_STATEFUL);
     let v = |f: &[u8], i| decide_slice(f, i, &t).unwrap().verdict;
     for net in [v4(), v6()] {
         assert_eq!(v(&frame(&[], &net, &tcp(5062, 40000, TCP_SYN | TCP_ACK), 0), 1), Tracked(2));
@@ -299,9 +304,8 @@ fn stateful_replies_need_a_tracked_flow() {
 }
 
 fn egress(f: &[u8], slot: u32) -> Egress {
-    let t = Mini { mode: MODE_ENFORCE, flags: POLICY_STATEFUL };
-    let policy = t.policy(1).unwrap();
-    classify_egress(&parse_slice(f), &policy, 1, slot, &t)
+    let t = Mini::new(MODE_ENFORCE, POLICY_STATEFUL);
+    classify_egress(&parse_slice(f), &t.policy, 1, slot, &t)
 }
 
 #[test]
@@ -343,7 +347,7 @@ fn flow_keys_match_across_directions() {
 #[test]
 fn source_sets() {
     use Verdict::*;
-    let t = Mini { mode: MODE_ENFORCE, flags: POLICY_SOURCE_SETS };
+    let t = Mini::new(MODE_ENFORCE, POLICY_SOURCE_SETS);
     let v = |f: &[u8]| decide_slice(f, 1, &t).unwrap().verdict;
     let from = |src: [u8; 4]| Net::V4 { src, dst: V4_DST, options: vec![], frag: 0 };
     assert_eq!(v(&frame(&[], &from([198, 18, 0, 2]), &tcp(40000, 5061, TCP_SYN), 0)), Rule(5));
@@ -352,9 +356,53 @@ fn source_sets() {
     // Unbound rules admit any source.
     assert_eq!(v(&frame(&[], &from([203, 0, 113, 9]), &tcp(40000, 443, TCP_SYN), 0)), Rule(0));
     // Without the policy flag no lookup is made: the bound rule sees no systems.
-    let off = Mini { mode: MODE_ENFORCE, flags: 0 };
+    let off = Mini::new(MODE_ENFORCE, 0);
     assert_eq!(
         decide_slice(&frame(&[], &from([198, 18, 0, 2]), &tcp(1, 5061, 2), 0), 1, &off).unwrap().verdict,
         Drop(DropReason::Source)
     );
+}
+
+/// `parse_fast` is a shortcut, never a second opinion: wherever it returns a packet, the
+/// general parser returns the same one. Checked on every frame shape, truncated at every
+/// byte, and with every byte of the headers changed in turn.
+#[test]
+fn fast_path_agrees_with_the_general_parser() {
+    use crate::parse::{parse_fast, parse_with};
+    let check = |f: &[u8]| -> bool {
+        let start = f.as_ptr() as usize;
+        // SAFETY: the slice is readable for the duration of the calls.
+        let (fast, slow) = unsafe { (parse_fast(start, start + f.len()), parse_with(start, start + f.len(), |v| v)) };
+        if let Some(p) = fast {
+            assert_eq!(Parsed::Ip(p), slow, "fast path disagrees on {f:02x?}");
+        }
+        fast.is_some()
+    };
+    let options = Net::V4 { src: V4_SRC, dst: V4_DST, options: vec![1, 1, 1, 1], frag: 0 };
+    let ext = Net::V6 { src: V6_SRC, dst: V6_DST, ext: vec![60], frag_offset: 0 };
+    let mut taken = 0;
+    for net in [v4(), v6(), options, ext] {
+        for vlans in [&[][..], &DOT1Q, &QINQ] {
+            for l4 in [tcp(40000, 443, TCP_SYN | TCP_ACK), udp(53, 40000), Transport::Icmp { ty: 8, code: 0 }] {
+                let f = frame(vlans, &net, &l4, 6);
+                for len in 0..=f.len() {
+                    taken += check(&f[..len]) as usize;
+                }
+                for i in 0..f.len().min(80) {
+                    for x in [0x01, 0x0f, 0x10, 0x40, 0x80, 0xff] {
+                        let mut g = f.clone();
+                        g[i] ^= x;
+                        taken += check(&g) as usize;
+                    }
+                }
+            }
+        }
+    }
+    // The shortcut is taken where it should be: plain frames, and mutations of fields it
+    // does not judge (addresses, ports, checksums, payload).
+    assert!(taken > 1000, "fast path taken {taken} times");
+    for net in [v4(), v6()] {
+        assert!(check(&frame(&[], &net, &tcp(1, 2, 0), 0)) && check(&frame(&[], &net, &udp(1, 2), 0)));
+        assert!(!check(&frame(&DOT1Q, &net, &tcp(1, 2, 0), 0)), "tagged frames take the general path");
+    }
 }

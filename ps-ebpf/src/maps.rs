@@ -58,24 +58,24 @@ pub struct Maps;
 
 impl Tables for Maps {
     #[inline(always)]
-    fn state(&self) -> Option<State> {
-        PS_STATE.get(0).copied()
+    fn state(&self) -> Option<&State> {
+        PS_STATE.get(0)
     }
     #[inline(always)]
-    fn policy(&self, generation: u32) -> Option<Policy> {
-        PS_POLICY.get(generation).copied()
+    fn policy(&self, generation: u32) -> Option<&Policy> {
+        PS_POLICY.get(generation)
     }
     #[inline(always)]
-    fn iface(&self, ifindex: u32) -> Option<IfaceInfo> {
-        PS_IFACES.get(ifindex).copied()
+    fn iface(&self, ifindex: u32) -> Option<&IfaceInfo> {
+        PS_IFACES.get(ifindex)
     }
     #[inline(always)]
-    fn port(&self, index: u32) -> Option<PortEntry> {
-        PS_PORTS.get(index).copied()
+    fn port(&self, index: u32) -> Option<&PortEntry> {
+        PS_PORTS.get(index)
     }
     #[inline(always)]
-    fn rule(&self, index: u32) -> Option<RuleEntry> {
-        PS_RULES.get(index).copied()
+    fn rule(&self, index: u32) -> Option<&RuleEntry> {
+        PS_RULES.get(index)
     }
     #[inline(always)]
     fn src_systems(&self, key: &[u8; 20]) -> u64 {

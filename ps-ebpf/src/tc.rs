@@ -5,7 +5,7 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::classifier,
     programs::TcContext,
 };
@@ -52,7 +52,7 @@ fn try_ps_tc_egress(ctx: &TcContext) -> Option<i32> {
         parsed = unsafe { parse_with(ctx.data(), ctx.data_end(), |v| Maps.launder(v)) };
     }
     let bytes = ctx.len() as u64;
-    match classify_egress(&parsed, &policy, state.generation & 1, slot, &Maps) {
+    match classify_egress(&parsed, policy, state.generation & 1, slot, &Maps) {
         Egress::InboundReply(counter) => {
             count(&PS_ERULE_CNT, rule_counter_index(slot, policy.rules_cap, counter), bytes);
         }
@@ -86,8 +86,10 @@ fn try_ps_tc_egress(ctx: &TcContext) -> Option<i32> {
 fn track(ctx: &TcContext, p: &ps_common::Packet, counter: u32) {
     // SAFETY: the frame `p` was parsed from.
     let Some(key) = (unsafe { flow_key(ctx.data(), ctx.data_end(), p, false) }) else { return };
-    // SAFETY: ktime has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: no preconditions. The coarse clock (CLOCK_MONOTONIC_COARSE, a tick's
+    // resolution) is plenty for timeouts in seconds, and costs a fraction of
+    // `bpf_ktime_get_ns` on a path every tracked packet takes.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     if let Some(f) = PS_FLOWS.get_ptr_mut(&key) {
         // SAFETY: the value lives as long as the entry.
         let f = unsafe { &mut *f };

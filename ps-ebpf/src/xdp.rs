@@ -1,7 +1,12 @@
 //! Ingress: enforce the policy on every packet (`ps_common::classify::decide`), resolve
 //! stateful replies against the flow table, count, and log would-drops in dry-run.
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    macros::xdp,
+    programs::XdpContext,
+};
 use aya_log_ebpf::debug;
 use ps_common::{
     MODE_DRY_RUN, STAT_LOG_SUPPRESSED, STAT_STRIDE,
@@ -66,12 +71,17 @@ fn track_reply(start: usize, end: usize, d: &Decision, counter: u32) -> Verdict 
     let Some(f) = PS_FLOWS.get_ptr_mut(&key) else {
         return Verdict::Drop(DropReason::Untracked);
     };
-    // SAFETY: ktime has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: no preconditions. The coarse clock (CLOCK_MONOTONIC_COARSE, a tick's
+    // resolution) is plenty for timeouts in seconds, and costs a fraction of
+    // `bpf_ktime_get_ns` on a path every tracked packet takes.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     // SAFETY: the value lives as long as the entry; concurrent updates are benign
     // (timestamps and counters of display value).
     let f = unsafe { &mut *f };
-    if flow_expired(&d.policy, f, now) {
+    let Some(policy) = PS_POLICY.get(d.generation) else {
+        return Verdict::Drop(DropReason::Untracked);
+    };
+    if flow_expired(policy, f, now) {
         let _ = PS_FLOWS.remove(&key);
         count(&PS_FLOW_CNT, FLOW_CNT_EXPIRED, 0);
         return Verdict::Drop(DropReason::Untracked);
