@@ -38,6 +38,7 @@ use ps_common::{
     },
     names,
     observe::{STAT_EVENT_LOST, STAT_EVENT_SUPPRESSED},
+    parse::{Parsed, parse_fast, parse_slice},
     reason::DropReason,
 };
 use ps_tests::{
@@ -154,6 +155,8 @@ struct Report {
     families: BTreeMap<String, usize>,
     verdicts: BTreeMap<String, u64>,
     secs: f64,
+    /// Frames `parse_fast` took.
+    fast: usize,
 }
 
 fn run(frames: usize, seed: u64) -> Report {
@@ -177,7 +180,7 @@ fn run(frames: usize, seed: u64) -> Report {
         variants.push(Variant { name, mode, set, loaded, tally: HashMap::new() });
     }
     let mut g = FrameGen::new(seed, ports_of(&variants[0].set));
-    let (mut failures, mut failed, mut runs) = (Vec::new(), 0usize, 0u64);
+    let (mut failures, mut failed, mut runs, mut fast) = (Vec::new(), 0usize, 0u64, 0usize);
     let mut families = BTreeMap::new();
     let mut verdicts = BTreeMap::new();
     let t0 = Instant::now();
@@ -190,6 +193,20 @@ fn run(frames: usize, seed: u64) -> Report {
     for n in 0..frames {
         let (frame, family) = g.next_frame();
         *families.entry(format!("{family:?}")).or_insert(0) += 1;
+        // The fast path is a shortcut of the general parser, never a second opinion.
+        let start = frame.as_ptr() as usize;
+        // SAFETY: the frame is readable for the duration of the call.
+        if let Some(p) = unsafe { parse_fast(start, start + frame.len()) } {
+            fast += 1;
+            if Parsed::Ip(p) != parse_slice(&frame) {
+                let msg = format!(
+                    "frame #{n}: parse_fast says {p:?}, parse says {:?}\n  {}",
+                    parse_slice(&frame),
+                    hex(&frame)
+                );
+                fail(msg, &mut failures);
+            }
+        }
         for v in variants.iter_mut() {
             let model = Model::new(&v.set, v.mode);
             let dry = v.mode == Mode::DryRun;
@@ -263,7 +280,7 @@ fn run(frames: usize, seed: u64) -> Report {
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    Report { frames, runs, failures, failed, families, verdicts, secs }
+    Report { frames, runs, failures, failed, families, verdicts, secs, fast }
 }
 
 #[test]
@@ -281,6 +298,7 @@ fn kernel_agrees_with_host_classifier() {
     );
     println!("  families: {:?}", r.families);
     println!("  verdicts: {:?}", r.verdicts);
+    println!("  fast path taken by {} of {} frames (the rest: the general parser)", r.fast, r.frames);
     assert!(
         r.failed == 0,
         "{} mismatch(es) between the kernel and the host classifier (first {}):\n{}",
@@ -296,4 +314,5 @@ fn kernel_agrees_with_host_classifier() {
     let missing: Vec<&String> = want.iter().filter(|w| !seen.contains(w.as_str())).collect();
     assert!(missing.is_empty(), "verdicts the generated frames never reached: {missing:?}");
     assert!(r.families.len() >= 11, "every frame family generated: {:?}", r.families);
+    assert!(r.fast > 0 && r.fast < r.frames, "both parsers exercised: fast path {} of {}", r.fast, r.frames);
 }
