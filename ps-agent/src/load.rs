@@ -20,9 +20,10 @@ use log::warn;
 use ps_common::{
     GENERATIONS, MAX_IFACES, MAX_IFINDEX,
     layout::{
-        Counter, DEFAULT_SRC_ENTRIES, FLOW_CNT_ENTRIES, FLOW_CNT_SEEDED, FLOW_TCP_CLOSING, FLOW_TCP_ESTABLISHED,
-        FLOW_TCP_SYN_SENT, FLOW_UDP, FlowKey, FlowState, IfaceInfo, MODE_DRY_RUN, MODE_ENFORCE, POLICY_STATEFUL,
-        Policy, PortEntry, RuleEntry, SRC_KEY_HEADER_BITS, STAT_STRIDE, State, port_index, src_key_data,
+        Control, Counter, DEFAULT_SRC_ENTRIES, FLOW_CNT_ENTRIES, FLOW_CNT_SEEDED, FLOW_TCP_CLOSING,
+        FLOW_TCP_ESTABLISHED, FLOW_TCP_SYN_SENT, FLOW_UDP, FlowKey, FlowState, IfaceInfo, MODE_DRY_RUN, MODE_ENFORCE,
+        POLICY_STATEFUL, Policy, PortEntry, RuleEntry, SRC_KEY_HEADER_BITS, STAT_STRIDE, State, port_index,
+        src_key_data,
     },
     names,
 };
@@ -670,10 +671,8 @@ impl Loaded {
             return Err(LoadError::TooBig { what: "counter slots", needed: set.counters_used() as usize, cap });
         }
         let policy = Policy { rules_cap: cap, ..set.policy };
-        {
-            let mut m: Array<_, Policy> = self.array(names::MAP_POLICY)?;
-            m.set(g, policy, 0).map_err(map_err("write", names::MAP_POLICY))?;
-        }
+        // The idle generation's settings; the flip is a second write (see `Control`).
+        self.update_control(|c| c.policy[g as usize] = policy)?;
         {
             let mut m: Array<_, RuleEntry> = self.array(names::MAP_RULES)?;
             for (i, e) in set.entries.iter().enumerate().skip(1) {
@@ -716,18 +715,28 @@ impl Loaded {
     }
 
     /// Interface `i` of `ifaces` gets slot `first_slot + i`.
+    /// (Ifindexes were checked against `MAX_IFINDEX` before: `LoadError::IfindexTooLarge`.)
     fn write_ifaces(&mut self, ifaces: &[(String, u32)], first_slot: u32) -> Result<(), LoadError> {
-        let mut m: Array<_, IfaceInfo> = self.array(names::MAP_IFACES)?;
-        for (i, (_, ifindex)) in ifaces.iter().enumerate() {
-            m.set(*ifindex, IfaceInfo { slot: first_slot + i as u32, flags: 0 }, 0)
-                .map_err(map_err("write", names::MAP_IFACES))?;
-        }
-        Ok(())
+        self.update_control(|c| {
+            for (i, (_, ifindex)) in ifaces.iter().enumerate() {
+                if let Some(e) = c.ifaces.get_mut(*ifindex as usize) {
+                    *e = IfaceInfo { slot: first_slot + i as u32, flags: 0 };
+                }
+            }
+        })
     }
 
     fn set_state(&mut self, s: State) -> Result<(), LoadError> {
-        let mut m: Array<_, State> = self.array(names::MAP_STATE)?;
-        m.set(0, s, 0).map_err(map_err("write", names::MAP_STATE))
+        self.update_control(|c| c.state = s)
+    }
+
+    /// Change `PS_STATE[0]` with one write of the whole value (`Control` says why every
+    /// half-done write is safe for the programs reading it meanwhile).
+    fn update_control(&mut self, change: impl FnOnce(&mut Control)) -> Result<(), LoadError> {
+        let mut m: Array<_, Control> = self.array(names::MAP_STATE)?;
+        let mut c = m.get(&0, 0).map_err(map_err("read", names::MAP_STATE))?;
+        change(&mut c);
+        m.set(0, c, 0).map_err(map_err("write", names::MAP_STATE))
     }
 
     fn array<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>, LoadError> {
@@ -843,9 +852,7 @@ impl Loaded {
 
     /// Switch mode without touching the policy.
     pub fn set_mode(&mut self, mode: Mode) -> Result<(), LoadError> {
-        let m: Array<_, State> = self.array(names::MAP_STATE)?;
-        let s = m.get(&0, 0).map_err(map_err("read", names::MAP_STATE))?;
-        self.set_state(State { mode: mode_word(mode), ..s })
+        self.update_control(|c| c.state.mode = mode_word(mode))
     }
 
     /// Run the program once on `frame` as if it arrived on `ifindex` (BPF_PROG_TEST_RUN).
@@ -1156,19 +1163,19 @@ pub fn pinned_flow_capacity(dir: &Path) -> Result<u32, LoadError> {
 
 /// The mode in force in a loaded program.
 pub fn read_mode(loaded: &Loaded) -> Result<Mode, LoadError> {
-    let m: Array<_, State> =
+    let m: Array<_, Control> =
         Array::try_from(loaded.map(names::MAP_STATE)?).map_err(map_err("open", names::MAP_STATE))?;
-    let s = m.get(&0, 0).map_err(map_err("read", names::MAP_STATE))?;
-    Ok(if s.mode == MODE_DRY_RUN { Mode::DryRun } else { Mode::Enforce })
+    let c = m.get(&0, 0).map_err(map_err("read", names::MAP_STATE))?;
+    Ok(if c.state.mode == MODE_DRY_RUN { Mode::DryRun } else { Mode::Enforce })
 }
 
 /// Mode of the agent whose maps are pinned under `dir`.
 pub fn read_pinned_mode(dir: &Path) -> Result<Mode, LoadError> {
     let data = MapData::from_pin(dir.join(names::MAP_STATE)).map_err(map_err("open pinned", names::MAP_STATE))?;
     let map = aya::maps::Map::from_map_data(data).map_err(map_err("open pinned", names::MAP_STATE))?;
-    let a: Array<MapData, State> = Array::try_from(map).map_err(map_err("open pinned", names::MAP_STATE))?;
-    let s = a.get(&0, 0).map_err(map_err("read", names::MAP_STATE))?;
-    Ok(if s.mode == MODE_DRY_RUN { Mode::DryRun } else { Mode::Enforce })
+    let a: Array<MapData, Control> = Array::try_from(map).map_err(map_err("open pinned", names::MAP_STATE))?;
+    let c = a.get(&0, 0).map_err(map_err("read", names::MAP_STATE))?;
+    Ok(if c.state.mode == MODE_DRY_RUN { Mode::DryRun } else { Mode::Enforce })
 }
 
 /// Set the mode of the agent whose maps are pinned under `dir` (used by tests and, later,
@@ -1176,9 +1183,10 @@ pub fn read_pinned_mode(dir: &Path) -> Result<Mode, LoadError> {
 pub fn write_pinned_mode(dir: &Path, mode: Mode) -> Result<(), LoadError> {
     let data = MapData::from_pin(dir.join(names::MAP_STATE)).map_err(map_err("open pinned", names::MAP_STATE))?;
     let map = aya::maps::Map::from_map_data(data).map_err(map_err("open pinned", names::MAP_STATE))?;
-    let mut a: Array<MapData, State> = Array::try_from(map).map_err(map_err("open pinned", names::MAP_STATE))?;
-    let s = a.get(&0, 0).map_err(map_err("read", names::MAP_STATE))?;
-    a.set(0, State { mode: mode_word(mode), ..s }, 0).map_err(map_err("write", names::MAP_STATE))
+    let mut a: Array<MapData, Control> = Array::try_from(map).map_err(map_err("open pinned", names::MAP_STATE))?;
+    let mut c = a.get(&0, 0).map_err(map_err("read", names::MAP_STATE))?;
+    c.state.mode = mode_word(mode);
+    a.set(0, c, 0).map_err(map_err("write", names::MAP_STATE))
 }
 
 #[cfg(test)]

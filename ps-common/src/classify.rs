@@ -22,11 +22,11 @@ pub use crate::layout::FlowKey;
 /// spilled to the stack across every map lookup in between (BPF has four callee-saved
 /// registers).
 pub trait Tables {
-    /// `PS_STATE[0]`.
+    /// `PS_STATE[0].state`.
     fn state(&self) -> Option<&State>;
-    /// `PS_POLICY[generation]`.
+    /// `PS_STATE[0].policy[generation]`.
     fn policy(&self, generation: u32) -> Option<&Policy>;
-    /// `PS_IFACES[ifindex]`, `None` outside the table.
+    /// `PS_STATE[0].ifaces[ifindex]`, `None` outside the table.
     fn iface(&self, ifindex: u32) -> Option<&IfaceInfo>;
     /// `PS_PORTS[index]`.
     fn port(&self, index: u32) -> Option<&PortEntry>;

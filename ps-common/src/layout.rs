@@ -6,9 +6,11 @@
 //! compiled rule keeps its counter slot across reloads.
 //!
 //! ```text
-//! PS_STATE[0]                       -> State { generation, mode }
-//! PS_POLICY[generation]             -> Policy { ephemeral range, flags, rules_cap }
-//! PS_IFACES[ifindex]                -> IfaceInfo { slot }
+//! PS_STATE[0]                       -> Control: everything read before the packet, in one
+//!                                      value (one lookup instead of three):
+//!   .state                          -> State { generation, mode }
+//!   .policy[generation]             -> Policy { ephemeral range, flags, rules_cap }
+//!   .ifaces[ifindex]                -> IfaceInfo { slot }
 //! PS_PORTS[port_index(gen,l4,port)] -> PortEntry { inbound, reply }  (heads into PS_RULES)
 //! PS_RULES[head..]                  -> RuleEntry, a candidate list ended by ENTRY_LAST
 //! PS_RULE_CNT[slot * rules_cap + counter]   per-CPU Counter
@@ -28,7 +30,8 @@ pub const L4_SLOTS: u32 = 2;
 pub const PORTS_PER_GEN: u32 = L4_SLOTS * 65536;
 /// Size of `PS_PORTS`.
 pub const PORTS_ENTRIES: u32 = GENERATIONS * PORTS_PER_GEN;
-/// Interfaces with an ifindex below this can be enforced (`PS_IFACES` is indexed directly).
+/// Interfaces with an ifindex below this can be enforced (`Control::ifaces` is indexed
+/// directly).
 pub const MAX_IFINDEX: u32 = 4096;
 /// Interface slots; slot 0 stands for "an interface the agent did not configure".
 pub const MAX_IFACES: u32 = 16;
@@ -140,7 +143,37 @@ impl L4 {
     }
 }
 
-/// `PS_STATE[0]`.
+/// `PS_STATE[0]`, the one value the programs read before looking at a packet: mode and
+/// active generation, both generations' policy settings, and the interface slots.
+///
+/// One value, because every lookup on the per-packet path costs (one array lookup is ~4 ns
+/// in the benchmark's harness). The agent writes it whole, and readers may see a write half
+/// done, so it writes in an order that makes every half-done state safe: the idle
+/// generation's policy first, then (a second write) the generation word; the rewritten
+/// bytes in between are the values they already held. The words that do change (the
+/// generation and mode, 0 or 1; an interface slot, 0..16) differ in their low byte only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Control {
+    /// Generation and mode.
+    pub state: State,
+    /// Policy settings of each generation.
+    pub policy: [Policy; GENERATIONS as usize],
+    /// Interface slots by ifindex.
+    pub ifaces: [IfaceInfo; MAX_IFINDEX as usize],
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Self {
+            state: State::default(),
+            policy: [Policy::default(); GENERATIONS as usize],
+            ifaces: [IfaceInfo::default(); MAX_IFINDEX as usize],
+        }
+    }
+}
+
+/// `Control::state`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct State {
@@ -150,7 +183,7 @@ pub struct State {
     pub mode: u32,
 }
 
-/// `PS_POLICY[generation]`: scalar policy settings.
+/// `Control::policy[generation]`: scalar policy settings.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -278,7 +311,7 @@ pub fn flow_update(f: &mut FlowState, proto: u8, tcp_flags: u8, ingress: bool, n
     }
 }
 
-/// `PS_IFACES[ifindex]`.
+/// `Control::ifaces[ifindex]`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IfaceInfo {
@@ -413,6 +446,8 @@ mod pod {
     // SAFETY: all of these are #[repr(C)], contain only integers, and have no implicit
     // padding (the field sizes add up to the struct size; see the layout tests).
     unsafe impl aya::Pod for State {}
+    // SAFETY: as above (arrays of the structs above, no padding between them).
+    unsafe impl aya::Pod for Control {}
     // SAFETY: as above.
     unsafe impl aya::Pod for Policy {}
     // SAFETY: as above.
@@ -439,6 +474,7 @@ mod tests {
     #[test]
     fn no_hidden_padding() {
         assert_eq!(size_of::<State>(), 8);
+        assert_eq!(size_of::<Control>(), 8 + 2 * size_of::<Policy>() + MAX_IFINDEX as usize * 8);
         assert_eq!(size_of::<Policy>(), 4 + 4 + 2 + 2 + 4 + 4 * 4);
         assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 1 + 2);
         assert_eq!(size_of::<FlowState>(), 4 + 4 + 8 + 8 + 4 + 4);

@@ -3,12 +3,9 @@
 /// The XDP ingress program.
 pub const PROG_XDP: &str = "ps_xdp";
 
-/// `Array<State>`, one entry: active policy generation and mode.
+/// `Array<Control>`, one entry: generation, mode, both generations' policy settings,
+/// interface slots.
 pub const MAP_STATE: &str = "PS_STATE";
-/// `Array<Policy>`, one entry per generation.
-pub const MAP_POLICY: &str = "PS_POLICY";
-/// `Array<IfaceInfo>` indexed by ifindex.
-pub const MAP_IFACES: &str = "PS_IFACES";
 /// `Array<PortEntry>` indexed by [`crate::port_index`].
 pub const MAP_PORTS: &str = "PS_PORTS";
 /// `Array<RuleEntry>`: candidate lists, both generations.
@@ -36,10 +33,8 @@ pub const MAP_SRC: &str = "PS_SRC";
 pub const PROG_TC_EGRESS: &str = "ps_tc_egress";
 
 /// All maps the agent pins, in a fixed order.
-pub const PINNED_MAPS: [&str; 13] = [
+pub const PINNED_MAPS: [&str; 11] = [
     MAP_STATE,
-    MAP_POLICY,
-    MAP_IFACES,
     MAP_PORTS,
     MAP_RULES,
     MAP_RULE_CNT,

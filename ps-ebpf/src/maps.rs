@@ -5,21 +5,17 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use ps_common::{
-    DEFAULT_RULES_CAP, GENERATIONS, MAX_IFACES, MAX_IFINDEX, PORTS_ENTRIES, STAT_STRIDE,
+    DEFAULT_RULES_CAP, GENERATIONS, MAX_IFACES, PORTS_ENTRIES, STAT_STRIDE,
     classify::Tables,
     layout::{
-        Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_SRC_ENTRIES, FLOW_CNT_ENTRIES, FlowKey, FlowState, IfaceInfo, Policy,
-        PortEntry, RuleEntry, State, TokenBucket,
+        Control, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_SRC_ENTRIES, FLOW_CNT_ENTRIES, FlowKey, FlowState,
+        IfaceInfo, Policy, PortEntry, RuleEntry, State, TokenBucket,
     },
     observe::{DropKey, DropScratch, DropVal, EVENTS_BYTES, Epoch, WDROP_ENTRIES},
 };
 
 #[map]
-pub static PS_STATE: Array<State> = Array::with_max_entries(1, 0);
-#[map]
-pub static PS_POLICY: Array<Policy> = Array::with_max_entries(GENERATIONS, 0);
-#[map]
-pub static PS_IFACES: Array<IfaceInfo> = Array::with_max_entries(MAX_IFINDEX, 0);
+pub static PS_STATE: Array<Control> = Array::with_max_entries(1, 0);
 #[map]
 pub static PS_PORTS: Array<PortEntry> = Array::with_max_entries(PORTS_ENTRIES, 0);
 /// Resized by the agent at load time (`GENERATIONS * rules_cap`).
@@ -53,21 +49,31 @@ pub static PS_SRC: LpmTrie<[u8; 20], u64> = LpmTrie::with_max_entries(DEFAULT_SR
 #[map]
 pub static PS_SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// The policy maps, as `ps_common::Tables`.
-pub struct Maps;
+/// The policy maps, as `ps_common::Tables`: `PS_STATE[0]` looked up once per packet.
+pub struct Maps {
+    ctl: &'static Control,
+}
+
+impl Maps {
+    /// `None` if `PS_STATE` cannot be read (the programs abort, or fail open on egress).
+    #[inline(always)]
+    pub fn get() -> Option<Self> {
+        PS_STATE.get(0).map(|ctl| Self { ctl })
+    }
+}
 
 impl Tables for Maps {
     #[inline(always)]
     fn state(&self) -> Option<&State> {
-        PS_STATE.get(0)
+        Some(&self.ctl.state)
     }
     #[inline(always)]
     fn policy(&self, generation: u32) -> Option<&Policy> {
-        PS_POLICY.get(generation)
+        Some(&self.ctl.policy[(generation & 1) as usize])
     }
     #[inline(always)]
     fn iface(&self, ifindex: u32) -> Option<&IfaceInfo> {
-        PS_IFACES.get(ifindex)
+        self.ctl.ifaces.get(ifindex as usize)
     }
     #[inline(always)]
     fn port(&self, index: u32) -> Option<&PortEntry> {

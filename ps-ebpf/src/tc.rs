@@ -34,25 +34,26 @@ const HEADERS: u32 = 256;
 
 #[inline(always)]
 fn try_ps_tc_egress(ctx: &TcContext) -> Option<i32> {
-    let state = Maps.state()?;
-    let policy = Maps.policy(state.generation & 1)?;
+    let maps = Maps::get()?;
+    let state = maps.state()?;
+    let policy = maps.policy(state.generation & 1)?;
     // SAFETY: skb is the context the kernel passed.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let slot = match Maps.iface(ifindex) {
+    let slot = match maps.iface(ifindex) {
         Some(i) if i.slot < MAX_IFACES => i.slot,
         _ => 0,
     };
     // SAFETY: [data, data_end) is the linear part of the packet.
-    let mut parsed = unsafe { parse_with(ctx.data(), ctx.data_end(), |v| Maps.launder(v)) };
+    let mut parsed = unsafe { parse_with(ctx.data(), ctx.data_end(), |v| maps.launder(v)) };
     if parsed == Parsed::Drop(DropReason::Truncated) && ctx.len() > (ctx.data_end() - ctx.data()) as u32 {
         // Headers in the non-linear part: pull them in and parse again.
         let want = if ctx.len() < HEADERS { ctx.len() } else { HEADERS };
         ctx.pull_data(want).ok()?;
         // SAFETY: as above, after the pull.
-        parsed = unsafe { parse_with(ctx.data(), ctx.data_end(), |v| Maps.launder(v)) };
+        parsed = unsafe { parse_with(ctx.data(), ctx.data_end(), |v| maps.launder(v)) };
     }
     let bytes = ctx.len() as u64;
-    match classify_egress(&parsed, policy, state.generation & 1, slot, &Maps) {
+    match classify_egress(&parsed, policy, state.generation & 1, slot, &maps) {
         Egress::InboundReply(counter) => {
             count(&PS_ERULE_CNT, rule_counter_index(slot, policy.rules_cap, counter), bytes);
         }

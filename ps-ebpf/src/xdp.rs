@@ -10,7 +10,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use ps_common::{
     MODE_DRY_RUN, STAT_LOG_SUPPRESSED, STAT_STRIDE,
-    classify::{Decision, Verdict, decide, flow_key},
+    classify::{Decision, Tables, Verdict, decide, flow_key},
     layout::{
         FLOW_CNT_EXPIRED, flow_expired, flow_update, rule_counter_index, stat_drop_index, stat_pass_index, take_token,
     },
@@ -27,10 +27,11 @@ pub fn ps_xdp(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_ps_xdp(ctx: &XdpContext) -> Option<u32> {
     let (start, end) = (ctx.data(), ctx.data_end());
+    let maps = Maps::get()?;
     // SAFETY: [data, data_end) is the frame.
-    let mut d = unsafe { decide(start, end, ctx.ingress_ifindex() as u32, &Maps) }?;
+    let mut d = unsafe { decide(start, end, ctx.ingress_ifindex() as u32, &maps) }?;
     if let Verdict::Tracked(counter) = d.verdict {
-        d.verdict = track_reply(start, end, &d, counter);
+        d.verdict = track_reply(start, end, &d, &maps, counter);
     }
     let bytes = (end - start) as u64;
     let dry_run = d.mode == MODE_DRY_RUN;
@@ -63,7 +64,7 @@ fn try_ps_xdp(ctx: &XdpContext) -> Option<u32> {
     clippy::needless_borrows_for_generic_args,
     reason = "by value, the 40-byte key is copied onto the stack again; the verifier allows 512 bytes"
 )]
-fn track_reply(start: usize, end: usize, d: &Decision, counter: u32) -> Verdict {
+fn track_reply(start: usize, end: usize, d: &Decision, maps: &Maps, counter: u32) -> Verdict {
     // SAFETY: the frame `d.packet` was parsed from.
     let Some(key) = (unsafe { flow_key(start, end, &d.packet, true) }) else {
         return Verdict::Drop(DropReason::Truncated);
@@ -78,7 +79,7 @@ fn track_reply(start: usize, end: usize, d: &Decision, counter: u32) -> Verdict 
     // SAFETY: the value lives as long as the entry; concurrent updates are benign
     // (timestamps and counters of display value).
     let f = unsafe { &mut *f };
-    let Some(policy) = PS_POLICY.get(d.generation) else {
+    let Some(policy) = maps.policy(d.generation) else {
         return Verdict::Drop(DropReason::Untracked);
     };
     if flow_expired(policy, f, now) {
