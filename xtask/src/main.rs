@@ -26,12 +26,15 @@ enum Task {
     /// Install what a fresh machine lacks (Debian packages, nightly rust-src, bpf-linker),
     /// mount bpffs.
     Setup,
-    /// The whole suite: fmt, clippy (host crates and the eBPF crate on its target), unit,
-    /// program (BPF_PROG_TEST_RUN) and namespace tests.
+    /// The whole suite: fmt, clippy (host crates and the eBPF crate on its target), a short
+    /// fuzz run of every target, unit, program (BPF_PROG_TEST_RUN) and namespace tests.
     Test {
         /// Skip fmt and clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Seconds per fuzz target (0: no fuzzing; `cargo xtask fuzz` runs longer).
+        #[arg(long, default_value_t = 20)]
+        fuzz_seconds: u64,
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
@@ -150,11 +153,44 @@ fn setup() -> anyhow::Result<()> {
     run(Command::new("bash").arg(root().join("xtask/setup.sh")))
 }
 
+/// Run each fuzz target for `seconds` (installs cargo-fuzz if missing); all targets when
+/// `targets` is empty. A crash fails with the input's path.
+fn fuzz(seconds: u64, targets: Vec<String>) -> anyhow::Result<()> {
+    let have = Command::new("cargo").args(["+nightly", "fuzz", "--version"]).output();
+    if !have.is_ok_and(|o| o.status.success()) {
+        run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let targets = if targets.is_empty() { vec!["parse_decide".to_string(), "config".to_string()] } else { targets };
+    let dir = root().join("tests/fuzz");
+    for t in targets {
+        eprintln!("[xtask] fuzzing {t} for {seconds} s");
+        // The fuzz crate links ps-agent for its model; the eBPF object is not needed.
+        let corpus = format!("corpus/{t}");
+        let _ = std::fs::create_dir_all(dir.join(&corpus));
+        let mut args = vec!["+nightly".to_string(), "fuzz".into(), "run".into(), t.clone(), corpus];
+        if t == "config" {
+            // The shipped matrix and the example site config as seeds.
+            args.push("../../policy".into());
+        }
+        args.extend(["--".into(), format!("-max_total_time={seconds}")]);
+        let status = Command::new("cargo")
+            .args(&args)
+            .env("AYA_BUILD_SKIP", "1")
+            .current_dir(&dir)
+            .status()
+            .context("failed to start cargo fuzz")?;
+        if !status.success() {
+            bail!("fuzz target {t} failed: {status} (the crashing input is under tests/fuzz/artifacts/{t}/)");
+        }
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.task {
         Task::Setup => setup(),
-        Task::Test { no_lint, args } => {
+        Task::Test { no_lint, fuzz_seconds, args } => {
             setup()?;
             if !no_lint {
                 run(cargo().args(["fmt", "--all", "--check"]))?;
@@ -179,6 +215,9 @@ fn main() -> anyhow::Result<()> {
                         "warnings",
                     ])
                     .env("CARGO_TARGET_DIR", root().join("target/ebpf-clippy")))?;
+            }
+            if fuzz_seconds > 0 {
+                fuzz(fuzz_seconds, vec![])?;
             }
             run(cargo().args(["build", "--package", "ps-agent"]))?;
             let bin = root().join("target/debug/ps-agent");
@@ -208,35 +247,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Fuzz { seconds, targets } => {
             setup()?;
-            let have = Command::new("cargo").args(["+nightly", "fuzz", "--version"]).output();
-            if !have.is_ok_and(|o| o.status.success()) {
-                run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
-            }
-            let targets =
-                if targets.is_empty() { vec!["parse_decide".to_string(), "config".to_string()] } else { targets };
-            let dir = root().join("tests/fuzz");
-            for t in targets {
-                eprintln!("[xtask] fuzzing {t} for {seconds} s");
-                // The fuzz crate links ps-agent for its model; the eBPF object is not needed.
-                let corpus = format!("corpus/{t}");
-                let _ = std::fs::create_dir_all(dir.join(&corpus));
-                let mut args = vec!["+nightly".to_string(), "fuzz".into(), "run".into(), t.clone(), corpus];
-                if t == "config" {
-                    // The shipped matrix and the example site config as seeds.
-                    args.push("../../policy".into());
-                }
-                args.extend(["--".into(), format!("-max_total_time={seconds}")]);
-                let status = Command::new("cargo")
-                    .args(&args)
-                    .env("AYA_BUILD_SKIP", "1")
-                    .current_dir(&dir)
-                    .status()
-                    .context("failed to start cargo fuzz")?;
-                if !status.success() {
-                    bail!("fuzz target {t} failed: {status} (the crashing input is under tests/fuzz/artifacts/{t}/)");
-                }
-            }
-            Ok(())
+            fuzz(seconds, targets)
         }
         Task::Demo { seconds } => {
             setup()?;

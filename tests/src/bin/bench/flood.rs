@@ -5,10 +5,17 @@
 //! `xdp_frame` sent out of veth0, and the ps namespace's eth0 receives it in its NAPI poll,
 //! on the same CPU, through whatever XDP program eth0 has (without one, veth has no XDP rx
 //! path and the frames vanish, so the nftables receivers get `ps_floor`, XDP_PASS only).
-//! Receivers: `ps_drop` (XDP_DROP only), `ps_xdp` (the PS matrix, enforce), nftables input
-//! chain, nftables netdev ingress chain, both with the matrix's ports in sets and a drop for
-//! other TCP/UDP. Floods: UDP to a port no row names, TCP SYN likewise. Each receiver and
-//! flood is measured in every round, interleaved; figures are medians.
+//! Receivers: `ps_drop` (XDP_DROP only), `ps_xdp` (the PS matrix, enforce), the nftables
+//! and iptables rule sets `ps-agent export` writes for the same compiled matrix (input
+//! chain, conntrack for replies, policy drop; a counted last rule added here so the drops
+//! can be counted), and an nftables netdev ingress chain (the export has none: the matrix's
+//! inbound ports in sets, a counted drop for other TCP/UDP). Floods: UDP to a port no row
+//! names, TCP SYN likewise. Each receiver and flood is measured in every round,
+//! interleaved; figures are medians.
+//!
+//! Then a legitimate TCP flow (peer `a` → ps 198.18.0.1:443, ps-01) runs alone and under a
+//! UDP flood, through each receiver that lets it in (not XDP_DROP only), and its
+//! throughput is compared.
 
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
@@ -24,7 +31,7 @@ use ps_common::{
     layout::{STAT_DROP_BASE, TCP_SYN},
     reason::DropReason,
 };
-use ps_tests::{Lab, in_netns};
+use ps_tests::{Lab, enter_netns, in_netns};
 
 /// One receiver's results for one flood.
 pub struct FloodResult {
@@ -39,7 +46,16 @@ pub struct FloodResult {
     pub rounds: Vec<(f64, f64, Option<u64>)>,
 }
 
-const RECEIVERS: [&str; 4] = ["XDP_DROP only", "ps-agent", "nftables input", "nftables netdev ingress"];
+const RECEIVERS: [&str; 5] =
+    ["XDP_DROP only", "ps-agent", "nftables input (export)", "nftables netdev ingress", "iptables (export)"];
+
+/// The legitimate flow's throughput through one receiver: alone, and under a flood.
+pub struct FlowResult {
+    /// Receiver.
+    pub receiver: &'static str,
+    /// Per round: (Gbit/s alone, Gbit/s under the flood, flood frames sent meanwhile).
+    pub rounds: Vec<(f64, f64, u64)>,
+}
 
 fn mac(ns: &str, dev: &str) -> [u8; 6] {
     let out = std::process::Command::new("ip").args(["-n", ns, "-j", "link", "show", "dev", dev]).output().unwrap();
@@ -123,6 +139,31 @@ fn nft(ns: &str, script: &str) {
     assert!(out.status.success(), "nft -f: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+fn in_ns(ns: &str, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{ns}"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Packets the iptables INPUT chain's policy dropped.
+fn iptables_policy_drops(ns: &str) -> u64 {
+    let text = in_ns(ns, &["iptables", "-L", "INPUT", "-v", "-x", "-n"], None);
+    // "Chain INPUT (policy DROP 1234 packets, 5678 bytes)"
+    text.split("policy DROP ").nth(1).and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+}
+
+const IPTABLES_OPEN: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+
 fn nft_counter(ns: &str, family: &str, table: &str) -> u64 {
     let out = std::process::Command::new("nsenter")
         .arg(format!("--net=/var/run/netns/{ns}"))
@@ -160,8 +201,75 @@ fn live(fd: i32, frame: &[u8], ifindex: u32, repeat: u32) -> (f64, f64) {
     (t0.elapsed().as_secs_f64(), cpu_s() - c0)
 }
 
+/// Seconds each legitimate-flow measurement lasts.
+const FLOW_SECS: f64 = 1.5;
+
+/// A TCP flow from peer `a` to ps 198.18.0.1:443 (ps-01) for [`FLOW_SECS`]: (Gbit/s,
+/// flood frames sent meanwhile). With `flood`, a generator thread in `a` floods eth0 with
+/// live frames the whole time.
+fn legit_flow(lab: &Lab, flood: Option<(i32, Vec<u8>, u32)>) -> (f64, u64) {
+    use std::{
+        io::{Read as _, Write as _},
+        net::{TcpListener, TcpStream},
+        sync::{
+            Arc,
+            atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        },
+        time::Duration,
+    };
+    let listener = in_netns(&lab.ps, || TcpListener::bind("198.18.0.1:443").expect("listen on ps 443"));
+    let mut client = in_netns(&lab.a, || TcpStream::connect("198.18.0.1:443").expect("connect to ps 443"));
+    let (mut server, _) = listener.accept().unwrap();
+    let (stop, got, sent) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut threads = Vec::new();
+    let st = stop.clone();
+    threads.push(std::thread::spawn(move || {
+        let buf = vec![0x5a; 64 * 1024];
+        while !st.load(Relaxed) && client.write_all(&buf).is_ok() {}
+    }));
+    let (st, g) = (stop.clone(), got.clone());
+    threads.push(std::thread::spawn(move || {
+        let _ = server.set_read_timeout(Some(Duration::from_millis(200)));
+        let mut buf = vec![0; 256 * 1024];
+        while !st.load(Relaxed) {
+            match server.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    g.fetch_add(n as u64, Relaxed);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
+            }
+        }
+    }));
+    if let Some((fd, frame, veth0)) = flood {
+        let (st, n, ns) = (stop.clone(), sent.clone(), lab.a.clone());
+        threads.push(std::thread::spawn(move || {
+            enter_netns(&ns);
+            while !st.load(Relaxed) {
+                live(fd, &frame, veth0, 200_000);
+                n.fetch_add(200_000, Relaxed);
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (b0, s0, t0) = (got.load(Relaxed), sent.load(Relaxed), Instant::now());
+    std::thread::sleep(Duration::from_secs_f64(FLOW_SECS));
+    let (b1, s1, secs) = (got.load(Relaxed), sent.load(Relaxed), t0.elapsed().as_secs_f64());
+    stop.store(true, Relaxed);
+    drop(listener);
+    for t in threads {
+        t.join().unwrap();
+    }
+    ((b1 - b0) as f64 * 8.0 / secs / 1e9, s1 - s0)
+}
+
 /// Run the flood benchmark.
-pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> Vec<FloodResult> {
+pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> (Vec<FloodResult>, Vec<FlowResult>) {
+    let meta = ps_agent::export::ExportMeta { product: "PS 8.1.2".into(), policy: "shipped".into() };
+    let nft_export = ps_agent::export::nftables(set, &meta).unwrap();
+    let ipt_export = ps_agent::export::iptables(set, &meta, false).unwrap();
     let eth0_mac = mac(&lab.ps, "eth0");
     let veth_mac = mac(&lab.a, "veth0");
     let floods = [
@@ -195,6 +303,9 @@ pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> Vec<FloodR
     });
     let sets = nft_sets(set);
     let mut results: Vec<FloodResult> = Vec::new();
+    // The legitimate flow, through every receiver that admits it.
+    let mut flows: Vec<FlowResult> =
+        RECEIVERS.iter().skip(1).map(|&receiver| FlowResult { receiver, rounds: vec![] }).collect();
     for receiver in RECEIVERS {
         for &(flood, _) in &floods {
             results.push(FloodResult { receiver, flood, frames: frames as u64, rounds: vec![] });
@@ -208,7 +319,7 @@ pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> Vec<FloodR
             let (l, link) = in_netns(&lab.ps, move || {
                 let mut l = l;
                 let link = match ri {
-                    0 | 2 | 3 => {
+                    0 | 2 | 3 | 4 => {
                         let name = if ri == 0 { "ps_drop" } else { "ps_floor" };
                         let x: &mut aya::programs::Xdp = l.ebpf_mut().program_mut(name).unwrap().try_into().unwrap();
                         Some((name, x.attach("eth0", aya::programs::XdpMode::Driver).unwrap()))
@@ -222,18 +333,19 @@ pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> Vec<FloodR
             });
             rx = (l, eth0);
             match ri {
-                2 => nft(
-                    &ns,
-                    &format!(
-                        "table inet p7flood {{\n {sets} chain input {{ type filter hook input priority 0; policy accept;\n  tcp dport @tcpin accept\n  udp dport @udpin accept\n  meta l4proto {{ tcp, udp }} counter drop\n }}\n}}\n"
-                    ),
-                ),
+                2 => {
+                    nft(&ns, &nft_export);
+                    nft(&ns, "add rule inet ps_agent input counter drop\n");
+                }
                 3 => nft(
                     &ns,
                     &format!(
                         "table netdev p7flood {{\n {sets} chain ingress {{ type filter hook ingress device \"eth0\" priority 0; policy accept;\n  tcp dport @tcpin accept\n  udp dport @udpin accept\n  meta l4proto {{ tcp, udp }} counter drop\n }}\n}}\n"
                     ),
                 ),
+                4 => {
+                    in_ns(&ns, &["iptables-restore"], Some(&ipt_export));
+                }
                 _ => {}
             }
             for (fi, (_, frame)) in floods.iter().enumerate() {
@@ -243,8 +355,9 @@ pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> Vec<FloodR
                             rx.0.counters().unwrap().stats[1][(STAT_DROP_BASE + DropReason::NoRule as u32) as usize]
                                 .packets,
                         ),
-                        2 => Some(nft_counter(&lab.ps, "inet", "p7flood")),
+                        2 => Some(nft_counter(&lab.ps, "inet", "ps_agent")),
                         3 => Some(nft_counter(&lab.ps, "netdev", "p7flood")),
+                        4 => Some(iptables_policy_drops(&lab.ps)),
                         _ => None,
                     }
                 };
@@ -258,10 +371,18 @@ pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> Vec<FloodR
                 };
                 results[ri * floods.len() + fi].rounds.push((wall, cpu, got));
             }
+            if ri > 0 {
+                let alone = legit_flow(lab, None);
+                let flooded = legit_flow(lab, Some((gen_fd, floods[0].1.clone(), veth0)));
+                flows[ri - 1].rounds.push((alone.0, flooded.0, flooded.1));
+            }
             // Tear it down.
             match ri {
-                2 => nft(&ns, "delete table inet p7flood\n"),
+                2 => nft(&ns, "delete table inet ps_agent\n"),
                 3 => nft(&ns, "delete table netdev p7flood\n"),
+                4 => {
+                    in_ns(&ns, &["iptables-restore"], Some(IPTABLES_OPEN));
+                }
                 _ => {}
             }
             let (l, eth0) = rx;
@@ -282,5 +403,5 @@ pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> Vec<FloodR
     }
     drop(generator);
     drop(rx);
-    results
+    (results, flows)
 }
