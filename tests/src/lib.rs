@@ -105,6 +105,12 @@ impl Lab {
     /// Create the lab for `tag` (short: namespace names are `pst-{tag}-ps` etc.), replacing
     /// any leftover of the same tag.
     pub fn new(tag: &str) -> Self {
+        Self::with_queues(tag, 1)
+    }
+
+    /// [`Lab::new`] with `queues` rx and tx queues on every veth (a multi-queue NIC's
+    /// receive side, for the flood benchmark: see `Lab::steer_tx`).
+    pub fn with_queues(tag: &str, queues: u32) -> Self {
         let lab = Self { ps: format!("pst-{tag}-ps"), a: format!("pst-{tag}-a"), b: format!("pst-{tag}-b") };
         lab.destroy();
         for ns in [&lab.ps, &lab.a, &lab.b] {
@@ -116,7 +122,8 @@ impl Lab {
             ));
         }
         for (i, peer) in [(0, &lab.a), (1, &lab.b)] {
-            sh(&format!("ip -n {} link add eth{i} type veth peer name veth0 netns {peer}", lab.ps));
+            let q = format!("numtxqueues {queues} numrxqueues {queues}");
+            sh(&format!("ip -n {} link add eth{i} {q} type veth peer name veth0 {q} netns {peer}", lab.ps));
             sh(&format!("ip -n {} addr add 198.18.{i}.1/24 dev eth{i}", lab.ps));
             sh(&format!("ip -n {} addr add fd00:{i}::1/64 dev eth{i} nodad", lab.ps));
             sh(&format!("ip -n {peer} addr add 198.18.{i}.2/24 dev veth0"));
@@ -125,6 +132,20 @@ impl Lab {
             sh(&format!("ip -n {peer} link set veth0 up"));
         }
         lab
+    }
+
+    /// Make what `cpu` sends out of `dev` in `ns` use tx queue `cpu` (XPS), so that on a
+    /// multi-queue veth each sending CPU has its own queue, and the peer's receive path its
+    /// own ring and NAPI instance per CPU, as RSS gives a NIC.
+    pub fn steer_tx(&self, ns: &str, dev: &str, cpus: u32) {
+        for cpu in 0..cpus {
+            // `ip netns exec` remounts /sys for the namespace (nsenter --net would show the
+            // host's devices there).
+            sh(&format!(
+                "ip netns exec {ns} sh -c 'echo {:x} > /sys/class/net/{dev}/queues/tx-{cpu}/xps_cpus'",
+                1u32 << cpu
+            ));
+        }
     }
 
     /// Remove the namespaces (and so the veths), and the pins of an agent of the same tag

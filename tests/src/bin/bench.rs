@@ -652,10 +652,12 @@ fn report(r: &Results) -> (String, Vec<u8>) {
            unless a refill is due; (2) a fast path for plain TCP/UDP frames \
            (`ps_common::parse::parse_fast`: constant offsets, 16-bit loads, no per-CPU round \
            trip), checked against the general parser on every test frame; (3) the stateful \
-           path's clock is `bpf_ktime_get_coarse_ns`. What is left: three lookups before the \
-           parse (state, policy, interface: ~9 ns measured alone, one lookup ~4 ns), the \
-           interface and source checks of the candidate, and the counter. Next: one value for \
-           state + policy + interface slots (one lookup instead of three).\n\
+           path's clock is `bpf_ktime_get_coarse_ns`; (4) state, both policies and the \
+           interface slots are one map value, one lookup instead of three. What is left is a \
+           chain of dependent lookups (state → port → rule → counter, each an address computed \
+           from the last load) more than instruction count: `bare` runs one port lookup and one \
+           counter on the same frames. Next: the first candidate rule inside the port entry \
+           (one link fewer), the state as global data (no lookup at all).\n\
          - Stateful replies add one LRU hash lookup (a helper call: hash lookups are not \
            inlined), the coarse clock and the flow update (tracked: about {tracked:.0} ns over \
            the stateless reply); a forged reply pays the hash miss.\n\
@@ -778,10 +780,8 @@ fn report(r: &Results) -> (String, Vec<u8>) {
     let _ = writeln!(md, "\n## Not measured yet\n");
     let _ = writeln!(
         md,
-        "- In the flood test: iptables (only nftables here), the policy exported by `ps-agent \
-           export` (issue 3; the nftables rules here are hand-written from the same ports), \
-           the legitimate TCP flow's throughput under flood, and eth0's NAPI on its own \
-           thread and core (`/sys/class/net/eth0/threaded`).\n\
+        "- In the flood test: eth0's NAPI on a thread of its own (`/sys/class/net/eth0/threaded`), \
+           the TCP SYN flood under the legitimate flow (only UDP there), IPv6 floods.\n\
          - nftables cost per rule count: the plot has no nftables line (BPF_PROG_TEST_RUN \
            cannot run nftables; the flood test measures it at the matrix only).\n\
          - xdp-filter at 1,000+ ports (its port table is an array indexed by port, so it is flat \
@@ -873,9 +873,15 @@ fn flood_report(md: &mut String, r: &Results) {
         md,
         "A TCP flow from peer `a` to ps 198.18.0.1:443 (ps-01; 64 KiB writes, one connection), \
          measured for 1.5 s through each receiver that admits it: alone, then while the \
-         generator floods eth0 with the UDP flood above (live frames, in a loop). Generator, \
-         the receive path, client and server share the machine's 2 CPUs, so the flow competes \
-         with the flood for CPU as well as for the receive path. Medians over the rounds.\n"
+         generator floods eth0 with the UDP flood above (live frames, in a loop). The veths \
+         have two queues each, and each sender its own (XPS): the generator runs on CPU 0, \
+         the flow's client and server on CPU 1, so the flood and the flow reach eth0 on \
+         different receive queues, each with its own ring and NAPI on its sender's CPU — what \
+         RSS does for a multi-queue NIC. Medians over the rounds.\n\n\
+         With one queue instead (measured once, 2026-11-25, same machine), the flood and the \
+         flow share eth0's one ring, the flood fills it, and the flow collapses whatever drops \
+         the flood: it kept 8% through ps-agent, 3% through nftables input, 1% through \
+         iptables. A filter behind the ring cannot help there; only the NIC's queues can.\n"
     );
     let _ = writeln!(md, "| receiver | alone Gbit/s | under flood Gbit/s | kept | flood Mpps meanwhile |");
     let _ = writeln!(md, "|---|---:|---:|---:|---:|");
@@ -903,7 +909,9 @@ fn main() {
     // xdp-filter or flood), printed, not written: for trying out changes to the program.
     let quick = args.iter().any(|a| a == "--quick");
     let write = !quick && !args.iter().any(|a| a == "--no-write");
-    let lab = Lab::new("p7b");
+    // Two queues per veth: in the flood test, the generator's CPU and the legitimate flow's
+    // CPU each get their own receive queue (see `flood::legit_flow`).
+    let lab = Lab::with_queues("p7b", 2);
     let flood_rounds: usize = if quick { 0 } else { arg("--flood-rounds").and_then(|v| v.parse().ok()).unwrap_or(5) };
     let flood_frames: u32 = arg("--flood-frames").and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
     let r = run(rounds, repeat, flood_rounds, flood_frames, quick, &lab);

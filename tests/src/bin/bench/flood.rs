@@ -201,6 +201,16 @@ fn live(fd: i32, frame: &[u8], ifindex: u32, repeat: u32) -> (f64, f64) {
     (t0.elapsed().as_secs_f64(), cpu_s() - c0)
 }
 
+/// Run this thread on `cpu` only.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 /// Seconds each legitimate-flow measurement lasts.
 const FLOW_SECS: f64 = 1.5;
 
@@ -218,6 +228,7 @@ fn legit_flow(lab: &Lab, flood: Option<(i32, Vec<u8>, u32)>) -> (f64, u64) {
         time::Duration,
     };
     let listener = in_netns(&lab.ps, || TcpListener::bind("198.18.0.1:443").expect("listen on ps 443"));
+    lab.steer_tx(&lab.a, "veth0", 2);
     let mut client = in_netns(&lab.a, || TcpStream::connect("198.18.0.1:443").expect("connect to ps 443"));
     let (mut server, _) = listener.accept().unwrap();
     let (stop, got, sent) =
@@ -225,11 +236,13 @@ fn legit_flow(lab: &Lab, flood: Option<(i32, Vec<u8>, u32)>) -> (f64, u64) {
     let mut threads = Vec::new();
     let st = stop.clone();
     threads.push(std::thread::spawn(move || {
+        pin_to_cpu(1);
         let buf = vec![0x5a; 64 * 1024];
         while !st.load(Relaxed) && client.write_all(&buf).is_ok() {}
     }));
     let (st, g) = (stop.clone(), got.clone());
     threads.push(std::thread::spawn(move || {
+        pin_to_cpu(1);
         let _ = server.set_read_timeout(Some(Duration::from_millis(200)));
         let mut buf = vec![0; 256 * 1024];
         while !st.load(Relaxed) {
@@ -247,6 +260,7 @@ fn legit_flow(lab: &Lab, flood: Option<(i32, Vec<u8>, u32)>) -> (f64, u64) {
         let (st, n, ns) = (stop.clone(), sent.clone(), lab.a.clone());
         threads.push(std::thread::spawn(move || {
             enter_netns(&ns);
+            pin_to_cpu(0);
             while !st.load(Relaxed) {
                 live(fd, &frame, veth0, 200_000);
                 n.fetch_add(200_000, Relaxed);
