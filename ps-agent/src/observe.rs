@@ -484,7 +484,10 @@ pub fn report(state: &AgentState, counters: &Counters, mode: Mode, tracked: u64,
         per_interface.insert(a.name.clone(), f);
     }
     let events = EventCounts {
-        suppressed: bucket(ps_common::observe::STAT_EVENT_SUPPRESSED),
+        // Every drop and would-drop asks for one event: what was neither sent nor lost was
+        // suppressed (see `STAT_EVENT_SENT`).
+        suppressed: (totals.dropped + totals.would_drop)
+            .saturating_sub(bucket(ps_common::observe::STAT_EVENT_SENT) + bucket(ps_common::observe::STAT_EVENT_LOST)),
         lost: bucket(ps_common::observe::STAT_EVENT_LOST),
     };
     StatsReport {

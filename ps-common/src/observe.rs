@@ -8,7 +8,7 @@
 //! PS_DSCRATCH[0]         per-CPU DropScratch: the drop path builds key, value and event
 //!                        here, not on the (nearly full) stack
 //! PS_EPOCH[0]            Epoch: since when the pinned counters count (written by the agent)
-//! PS_STAT_CNT[slot * STAT_STRIDE + STAT_EVENT_SUPPRESSED / STAT_EVENT_LOST]
+//! PS_STAT_CNT[slot * STAT_STRIDE + STAT_EVENT_SENT / STAT_EVENT_LOST]
 //! ```
 
 pub use crate::layout::take_token_rate;
@@ -21,8 +21,14 @@ pub const EVENTS_BYTES: u32 = 256 * 1024;
 pub const EVENT_RATE_PER_SEC: u64 = 5;
 /// Event burst per CPU.
 pub const EVENT_BURST: u64 = 10;
-/// `PS_STAT_CNT` bucket (not a packet bucket): events the rate limiter suppressed.
-pub const STAT_EVENT_SUPPRESSED: u32 = 62;
+/// `PS_STAT_CNT` bucket (not a packet bucket): events sent to the ring buffer.
+///
+/// What the rate limiter suppresses is not counted in the kernel: that would be a second
+/// counter update on every dropped packet of a flood. Every drop (and would-drop) asks for
+/// an event exactly once, so the agent derives it: suppressed = drops − sent − lost.
+/// (Bucket 62 counted suppressed events before; it is unused now, and counts pinned by
+/// an older agent there are ignored.)
+pub const STAT_EVENT_SENT: u32 = 60;
 /// `PS_STAT_CNT` bucket (not a packet bucket): events lost because the ring was full.
 pub const STAT_EVENT_LOST: u32 = 61;
 /// `Event::flags`: dry-run (the packet passed; it would have been dropped).
@@ -154,9 +160,9 @@ mod tests {
     // The event buckets sit between the would-drop buckets and the log bucket.
     const _: () = {
         let first_free = STAT_WOULD_DROP_BASE as usize + crate::DropReason::COUNT;
-        assert!(STAT_EVENT_LOST as usize >= first_free && STAT_EVENT_SUPPRESSED as usize >= first_free);
-        assert!(STAT_EVENT_SUPPRESSED < STAT_LOG_SUPPRESSED && STAT_EVENT_LOST < STAT_STRIDE);
-        assert!(STAT_EVENT_LOST != STAT_EVENT_SUPPRESSED);
+        assert!(STAT_EVENT_LOST as usize >= first_free && STAT_EVENT_SENT as usize >= first_free);
+        assert!(STAT_EVENT_SENT < STAT_LOG_SUPPRESSED && STAT_EVENT_LOST < STAT_STRIDE);
+        assert!(STAT_EVENT_LOST != STAT_EVENT_SENT);
     };
 
     #[test]

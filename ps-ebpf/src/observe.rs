@@ -17,8 +17,8 @@ use ps_common::{
     STAT_STRIDE,
     classify::Decision,
     observe::{
-        DropScratch, DropVal, EVENT_BURST, EVENT_DRY_RUN, EVENT_RATE_PER_SEC, Event, STAT_EVENT_LOST,
-        STAT_EVENT_SUPPRESSED, take_token_rate,
+        DropScratch, DropVal, EVENT_BURST, EVENT_DRY_RUN, EVENT_RATE_PER_SEC, Event, STAT_EVENT_LOST, STAT_EVENT_SENT,
+        take_token_rate,
     },
     reason::DropReason,
 };
@@ -37,18 +37,15 @@ pub fn drop(ctx: &XdpContext, d: &Decision, reason: DropReason, dry_run: bool) {
     let tick = unsafe { bpf_jiffies64() };
     let dry = b.dry_at(tick);
     if dry && !dry_run {
-        count(&PS_STAT_CNT, (d.slot & 0xf) * STAT_STRIDE + STAT_EVENT_SUPPRESSED, 0);
+        // Suppressed: not counted here (the agent derives it, see `STAT_EVENT_SENT`).
         return;
     }
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let token = !dry && take_token_rate(b, now, EVENT_RATE_PER_SEC, EVENT_BURST);
     b.tick = tick;
-    if !token {
-        count(&PS_STAT_CNT, (d.slot & 0xf) * STAT_STRIDE + STAT_EVENT_SUPPRESSED, 0);
-        if !dry_run {
-            return;
-        }
+    if !token && !dry_run {
+        return;
     }
     stage(d, reason, dry_run, token, now);
     observe_drop(ctx);
@@ -108,8 +105,9 @@ fn observe_drop(ctx: &XdpContext) {
     if e.flags & EVENT_DRY_RUN != 0 && e.family != 0 {
         record(s, slot, now);
     }
-    if s.token != 0 && PS_EVENTS.output::<Event>(&s.event, 0).is_err() {
-        count(&PS_STAT_CNT, slot * STAT_STRIDE + STAT_EVENT_LOST, 0);
+    if s.token != 0 {
+        let sent = PS_EVENTS.output::<Event>(&s.event, 0).is_ok();
+        count(&PS_STAT_CNT, slot * STAT_STRIDE + if sent { STAT_EVENT_SENT } else { STAT_EVENT_LOST }, 0);
     }
 }
 

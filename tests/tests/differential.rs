@@ -37,7 +37,7 @@ use ps_common::{
         Counter, L4, MAX_IFACES, STAT_LOG_SUPPRESSED, STAT_STRIDE, rule_counter_index, stat_drop_index, stat_pass_index,
     },
     names,
-    observe::{STAT_EVENT_LOST, STAT_EVENT_SUPPRESSED},
+    observe::{STAT_EVENT_LOST, STAT_EVENT_SENT},
     parse::{Parsed, parse_fast, parse_slice},
     reason::DropReason,
 };
@@ -105,7 +105,7 @@ fn full_check(v: &Variant, slots: &[u32]) -> Vec<String> {
             }
         }
         for b in 0..STAT_STRIDE {
-            if b == STAT_LOG_SUPPRESSED || b == STAT_EVENT_SUPPRESSED || b == STAT_EVENT_LOST {
+            if b == STAT_LOG_SUPPRESSED || b == STAT_EVENT_SENT || b == STAT_EVENT_LOST {
                 // Not packet buckets: the log and event rate limiters depend on time.
                 continue;
             }

@@ -15,6 +15,7 @@ use ps_common::{
     classify::{FlowKey, Verdict},
     frames::*,
     layout::*,
+    observe::{STAT_EVENT_LOST, STAT_EVENT_SENT},
     parse::ETH_P_8021Q,
     reason::{DropReason, PassReason},
 };
@@ -238,7 +239,9 @@ fn deltas(before: &Counters, after: &Counters) -> Vec<(bool, usize, usize, u64, 
     for (is_rule, b, a) in [(true, &before.rules, &after.rules), (false, &before.stats, &after.stats)] {
         for (slot, (bs, as_)) in b.iter().zip(a.iter()).enumerate() {
             for (i, (x, y)) in bs.iter().zip(as_.iter()).enumerate() {
-                if x != y {
+                // Not packet buckets: the event and log rate limiters' counts depend on time.
+                let limiter = [STAT_EVENT_SENT, STAT_EVENT_LOST, STAT_LOG_SUPPRESSED].contains(&(i as u32));
+                if x != y && (is_rule || !limiter) {
                     out.push((is_rule, slot, i, y.packets - x.packets, y.bytes - x.bytes));
                 }
             }

@@ -1,7 +1,8 @@
 //! The data-plane parser and classifier on arbitrary bytes, over the compiled PS matrix (the
 //! host model of the kernel's maps): no panic, no out-of-bounds read (the parser reads through
 //! raw pointers, so the address sanitizer is what proves its bounds checks), and the verdict
-//! is consistent with the parse.
+//! is consistent with the parse; the fast path (`parse_fast`) is never a second opinion:
+//! where it takes a frame, it says what the general parser says.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -14,7 +15,7 @@ use ps_agent::{
 };
 use ps_common::{
     classify::Verdict,
-    parse::{Parsed, parse_slice},
+    parse::{Parsed, parse_fast, parse_slice},
     reason::DropReason,
 };
 
@@ -38,6 +39,11 @@ fuzz_target!(|data: &[u8]| {
     let mode = if sel & 2 != 0 { Mode::DryRun } else { Mode::Enforce };
     let slot = ((sel >> 2) % 4) as u32;
     let parsed = parse_slice(&frame);
+    let start = frame.as_ptr() as usize;
+    // SAFETY: the frame is readable for the duration of the call.
+    if let Some(p) = unsafe { parse_fast(start, start + frame.len()) } {
+        assert_eq!(Parsed::Ip(p), parsed);
+    }
     let d = Model::new(set, mode).decide(&frame, slot);
     match parsed {
         Parsed::Drop(r) => assert_eq!(d.verdict, Verdict::Drop(r)),

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: per-packet cost of `ps_xdp` with BPF_PROG_TEST_RUN against the floor
 //! (`ps_floor`, XDP_PASS only) and against Debian's xdp-filter in deny mode with the same
 //! ports, at 30 to 100,000 rules; control-plane times and the agent's resident memory.
-//! Writes BENCHMARKS.md and `tests/bench/cost-vs-rules.png` (`--no-write`: print only).
+//! Writes BENCHMARKS.md, `tests/bench/cost-vs-rules.png` and `tests/bench/flood-vs-rules.png`
+//! (`--no-write`: print only; `--quick`: the matrix's per-packet cost only).
 //!
 //! Every program runs in a lab namespace (`pst-p7b-*`) with the real ifindex of eth0/eth1 in
 //! the test-run context. All cases are measured in the same rounds, interleaved (case 1, case
@@ -164,6 +165,7 @@ struct Results {
     repeat: u32,
     floods: Vec<flood::FloodResult>,
     flows: Vec<flood::FlowResult>,
+    flood_scale: Vec<flood::ScaleResult>,
 }
 
 fn machine() -> String {
@@ -296,8 +298,27 @@ fn run(rounds: usize, repeat: u32, flood_rounds: usize, flood_frames: u32, quick
     teardown_xdp_filter(lab);
     let (floods, flows) =
         if flood_rounds > 0 { flood::flood(lab, &shipped, flood_rounds, flood_frames) } else { (vec![], vec![]) };
-    Results { cases, control, rss, verified, xdp_filter, rounds, repeat, floods, flows }
+    // The flood at 30, 1,000 and 10,000 rules (the same generated configs as the scale
+    // series), against the exported netfilter rule sets.
+    let flood_scale = if flood_rounds > 0 {
+        let sets: Vec<(usize, RuleSet)> = FLOOD_SCALE_SIZES
+            .iter()
+            .map(|&total| {
+                let (text, _) = scale_config(total - shipped.rules.len(), &shipped);
+                let matrix = Matrix::shipped();
+                let site = Site::parse(&text, "scale.toml", &matrix).unwrap();
+                (total, compile(&Config { matrix, site }, &host).unwrap())
+            })
+            .collect();
+        flood::flood_scale(lab, &sets, flood_frames)
+    } else {
+        vec![]
+    };
+    Results { cases, control, rss, verified, xdp_filter, rounds, repeat, floods, flows, flood_scale }
 }
+
+/// Rule counts of the flood-vs-rules series.
+const FLOOD_SCALE_SIZES: [usize; 3] = [30, 1_000, 10_000];
 
 /// The benchmark frames: (label, frame, expected action under the matrix).
 fn frames() -> Vec<(&'static str, Vec<u8>, u32)> {
@@ -523,7 +544,7 @@ fn find<'a>(r: &'a Results, group: &str, label: &str) -> Option<&'a Case> {
     r.cases.iter().find(|c| c.group == group && c.label == label)
 }
 
-fn report(r: &Results) -> (String, Vec<u8>) {
+fn report(r: &Results) -> (String, Vec<u8>, Option<Vec<u8>>) {
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
@@ -777,6 +798,7 @@ fn report(r: &Results) -> (String, Vec<u8>) {
     if !r.floods.is_empty() {
         flood_report(&mut md, r);
     }
+    let flood_png = flood_scale_report(&mut md, r);
     let _ = writeln!(md, "\n## Not measured yet\n");
     let _ = writeln!(
         md,
@@ -788,7 +810,46 @@ fn report(r: &Results) -> (String, Vec<u8>) {
            by construction, but not shown).\n\
          - Per-packet cost on other kernels (`cargo xtask vm-test` checks correctness and verifier cost on 6.1, not speed)."
     );
-    (md, png)
+    (md, png, flood_png)
+}
+
+/// The flood at each rule count: a table and `tests/bench/flood-vs-rules.png`.
+fn flood_scale_report(md: &mut String, r: &Results) -> Option<Vec<u8>> {
+    if r.flood_scale.is_empty() {
+        return None;
+    }
+    let _ = writeln!(md, "\n## Flood vs rule count\n");
+    let _ = writeln!(
+        md,
+        "The UDP flood above (to a port no rule names), at {} rules (the generated configs of \
+         the scale series), through ps-agent with the compiled set and through the nftables and \
+         iptables rule sets `ps-agent export` writes for the same set (one rule per compiled \
+         rule, as an operator would load them), one run each. Mpps by the generator thread's \
+         CPU time; `counted` as above.\n",
+        FLOOD_SCALE_SIZES.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+    );
+    let _ =
+        writeln!(md, "| receiver | {} |", FLOOD_SCALE_SIZES.map(|n| format!("{n} rules Mpps (counted)")).join(" | "));
+    let _ = writeln!(md, "|---|{}", "---:|".repeat(FLOOD_SCALE_SIZES.len()));
+    let colors = [[31, 119, 180], [214, 39, 40], [44, 160, 44]];
+    let mut series = Vec::new();
+    for (i, s) in r.flood_scale.iter().enumerate() {
+        let cells: Vec<String> = s.points.iter().map(|(_, m, c)| format!("{m:.3} ({c:.3})")).collect();
+        let _ = writeln!(md, "| {} | {} |", s.receiver, cells.join(" | "));
+        series.push(plot::Series {
+            label: s.receiver.into(),
+            color: colors[i % colors.len()],
+            points: s.points.iter().map(|(n, m, _)| (*n as f64, *m)).collect(),
+            dashed: false,
+        });
+    }
+    let _ = writeln!(
+        md,
+        "\nps-agent's rate does not depend on the rule count (one array index per port); the \
+         exported netfilter rule sets walk their rules for every packet that matches none, so \
+         their rate falls with the rule count.\n\n![flood vs rule count](tests/bench/flood-vs-rules.png)"
+    );
+    Some(plot::chart("UDP flood dropped, Mpps (CPU) vs rule count", "rules (log scale)", "Mpps", &series))
 }
 
 fn flood_report(md: &mut String, r: &Results) {
@@ -940,11 +1001,14 @@ fn main() {
         }
         return;
     }
-    let (md, png) = report(&r);
+    let (md, png, flood_png) = report(&r);
     if write {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
         let _ = fs::create_dir_all(root.join("tests/bench"));
         fs::write(root.join("tests/bench/cost-vs-rules.png"), png).unwrap();
+        if let Some(p) = flood_png {
+            fs::write(root.join("tests/bench/flood-vs-rules.png"), p).unwrap();
+        }
         fs::write(root.join("BENCHMARKS.md"), &md).unwrap();
         eprintln!("wrote BENCHMARKS.md and tests/bench/cost-vs-rules.png");
     }

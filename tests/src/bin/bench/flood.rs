@@ -419,3 +419,82 @@ pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> (Vec<Flood
     drop(rx);
     (results, flows)
 }
+
+/// One receiver's drop rate at each rule count.
+pub struct ScaleResult {
+    /// Receiver.
+    pub receiver: &'static str,
+    /// (rules, Mpps by the generator thread's CPU time, counted / sent).
+    pub points: Vec<(usize, f64, f64)>,
+}
+
+/// The UDP flood (to a port no rule names) at each rule count: ps-agent with the compiled
+/// set, and the nftables and iptables rule sets `ps-agent export` writes for it. Frames per
+/// run shrink as the rule count grows (`frames` at the smallest set, then in proportion):
+/// a linear rule walk makes each frame slower.
+pub fn flood_scale(lab: &Lab, sets: &[(usize, RuleSet)], frames: u32) -> Vec<ScaleResult> {
+    let eth0_mac = mac(&lab.ps, "eth0");
+    let veth_mac = mac(&lab.a, "veth0");
+    let frame = flood_frame(eth0_mac, veth_mac, false, 65001);
+    let gen_set = sets[0].1.clone();
+    let (generator, veth0, gen_fd) = in_netns(&lab.a, move || {
+        let veth0 = ps_agent::load::ifindex("veth0").unwrap();
+        let mut l = Loaded::load(&gen_set, &[], &LoadOptions::new(Mode::Enforce)).unwrap();
+        {
+            let x: &mut aya::programs::Xdp = l.ebpf_mut().program_mut("ps_tx").unwrap().try_into().unwrap();
+            x.load().unwrap();
+        }
+        let mut m: aya::maps::DevMap<_> = aya::maps::DevMap::try_from(l.ebpf_mut().map_mut("PS_TX").unwrap()).unwrap();
+        m.set(0, veth0, None, 0).unwrap();
+        let fd = l.ebpf().program("ps_tx").unwrap().fd().unwrap().as_fd().as_raw_fd();
+        (l, veth0, fd)
+    });
+    let meta = ps_agent::export::ExportMeta { product: "scale".into(), policy: "scale".into() };
+    let mut out: Vec<ScaleResult> = ["ps-agent", "nftables input (export)", "iptables (export)"]
+        .into_iter()
+        .map(|receiver| ScaleResult { receiver, points: vec![] })
+        .collect();
+    for (n, set) in sets {
+        let frames = (frames as u64 * 30 / (*n as u64).max(30)).max(20_000) as u32;
+        let mut run = |ri: usize, count: &dyn Fn() -> u64| {
+            let before = count();
+            let f = frame.clone();
+            let (_, cpu) = in_netns(&lab.a, move || live(gen_fd, &f, veth0, frames));
+            let counted = count() - before;
+            out[ri].points.push((*n, frames as f64 / cpu / 1e6, counted as f64 / frames as f64));
+        };
+        // ps-agent.
+        let rx_set = set.clone();
+        let rx = in_netns(&lab.ps, move || {
+            let eth0 = ps_agent::load::ifindex("eth0").unwrap();
+            let mut l = Loaded::load(&rx_set, &[("eth0".into(), eth0)], &LoadOptions::new(Mode::Enforce)).unwrap();
+            l.attach(&[("eth0".into(), eth0)], XdpModeName::Native).unwrap();
+            l
+        });
+        run(0, &|| rx.counters().unwrap().stats[1][(STAT_DROP_BASE + DropReason::NoRule as u32) as usize].packets);
+        // The netfilter receivers behind an XDP_PASS program (veth needs one, see above).
+        let (rx, link) = in_netns(&lab.ps, move || {
+            let mut l = rx;
+            l.detach_all();
+            let x: &mut aya::programs::Xdp = l.ebpf_mut().program_mut("ps_floor").unwrap().try_into().unwrap();
+            x.load().unwrap();
+            let link = x.attach("eth0", aya::programs::XdpMode::Driver).unwrap();
+            (l, link)
+        });
+        nft(&lab.ps, &ps_agent::export::nftables(set, &meta).unwrap());
+        nft(&lab.ps, "add rule inet ps_agent input counter drop\n");
+        run(1, &|| nft_counter(&lab.ps, "inet", "ps_agent"));
+        nft(&lab.ps, "delete table inet ps_agent\n");
+        in_ns(&lab.ps, &["iptables-restore"], Some(&ps_agent::export::iptables(set, &meta, false).unwrap()));
+        run(2, &|| iptables_policy_drops(&lab.ps));
+        in_ns(&lab.ps, &["iptables-restore"], Some(IPTABLES_OPEN));
+        in_netns(&lab.ps, move || {
+            let mut rx = rx;
+            let x: &mut aya::programs::Xdp = rx.ebpf_mut().program_mut("ps_floor").unwrap().try_into().unwrap();
+            x.detach(link).unwrap();
+        });
+        eprintln!("flood at {n} rules done");
+    }
+    drop(generator);
+    out
+}
