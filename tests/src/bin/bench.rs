@@ -804,8 +804,8 @@ fn report(r: &Results) -> (String, Vec<u8>, Option<Vec<u8>>) {
         md,
         "- In the flood test: eth0's NAPI on a thread of its own (`/sys/class/net/eth0/threaded`), \
            the TCP SYN flood under the legitimate flow (only UDP there), IPv6 floods.\n\
-         - nftables cost per rule count: the plot has no nftables line (BPF_PROG_TEST_RUN \
-           cannot run nftables; the flood test measures it at the matrix only).\n\
+         - nftables in the per-packet plot (BPF_PROG_TEST_RUN cannot run nftables: its cost \
+           per rule count is in the flood-vs-rules series instead).\n\
          - xdp-filter at 1,000+ ports (its port table is an array indexed by port, so it is flat \
            by construction, but not shown).\n\
          - Per-packet cost on other kernels (`cargo xtask vm-test` checks correctness and verifier cost on 6.1, not speed)."
