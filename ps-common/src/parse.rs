@@ -163,7 +163,11 @@ pub unsafe fn parse_fast(start: usize, end: usize) -> Option<Packet> {
             return None;
         }
         let total = u16::from_be(unsafe { raw16(start + 16) }) as usize;
-        if total < 20 || start + 14 + total > end {
+        // Lengths are compared with the frame's length, never added to the packet pointer:
+        // the 6.1 verifier knows nothing of a byte-swapped value's range and rejects it as
+        // a pointer offset (6.18 tracks it; `cargo xtask vm-test` found this). Every read
+        // below is at a constant offset, checked by `hdr`.
+        if total < 20 || 14 + total > end - start {
             return None;
         }
         (4, unsafe { *((start + 23) as *const u8) }, V4_L4, 14 + total)
@@ -173,7 +177,7 @@ pub unsafe fn parse_fast(start: usize, end: usize) -> Option<Packet> {
             return None;
         }
         let payload = u16::from_be(unsafe { raw16(start + 18) }) as usize;
-        if payload == 0 || start + V6_L4 + payload > end {
+        if payload == 0 || V6_L4 + payload > end - start {
             return None;
         }
         (6, unsafe { *((start + 20) as *const u8) }, V6_L4, V6_L4 + payload)
