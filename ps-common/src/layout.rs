@@ -368,7 +368,7 @@ pub struct TokenBucket {
     pub tokens: u64,
     /// Last refill, `bpf_ktime_get_ns`.
     pub last_ns: u64,
-    /// Kernel tick (`bpf_jiffies64`) of the last clock read: see [`TokenBucket::dry_at`].
+    /// Kernel tick (`bpf_jiffies64`) of the last clock read: see [`TokenBucket::exhausted_at`].
     pub tick: u64,
 }
 
@@ -378,7 +378,7 @@ impl TokenBucket {
     /// skips the clock. The tick counter is a load (the kernel inlines `bpf_jiffies64`),
     /// the clock a helper call; under a flood this is the whole cost of the limiter.
     #[inline(always)]
-    pub const fn dry_at(&self, tick: u64) -> bool {
+    pub const fn exhausted_at(&self, tick: u64) -> bool {
         self.tokens == 0 && self.tick == tick
     }
 }
@@ -529,7 +529,7 @@ mod tests {
         let mut b = TokenBucket { tokens: LOG_BURST, last_ns: 0, tick: 7 };
         let taken = (0..100).filter(|_| take_token(&mut b, 1)).count();
         assert_eq!(taken as u64, LOG_BURST);
-        assert!(b.dry_at(7) && !b.dry_at(8), "empty: dry until the tick moves");
+        assert!(b.exhausted_at(7) && !b.exhausted_at(8), "empty: exhausted until the tick moves");
         // One second later: LOG_RATE_PER_SEC new tokens.
         let taken = (0..100).filter(|_| take_token(&mut b, 1_000_000_001)).count();
         assert_eq!(taken as u64, LOG_RATE_PER_SEC);

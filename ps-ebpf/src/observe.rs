@@ -35,14 +35,14 @@ pub fn drop(ctx: &XdpContext, d: &Decision, reason: DropReason, dry_run: bool) {
     let b = unsafe { &mut *b };
     // SAFETY: no preconditions.
     let tick = unsafe { bpf_jiffies64() };
-    let dry = b.dry_at(tick);
-    if dry && !dry_run {
+    let exhausted = b.exhausted_at(tick);
+    if exhausted && !dry_run {
         // Suppressed: not counted here (the agent derives it, see `STAT_EVENT_SENT`).
         return;
     }
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let token = !dry && take_token_rate(b, now, EVENT_RATE_PER_SEC, EVENT_BURST);
+    let token = !exhausted && take_token_rate(b, now, EVENT_RATE_PER_SEC, EVENT_BURST);
     b.tick = tick;
     if !token && !dry_run {
         return;

@@ -127,18 +127,6 @@ fn nft_sets(set: &RuleSet) -> String {
     format!("{} {}", set("tcpin", &tcp), set("udpin", &udp))
 }
 
-fn nft(ns: &str, script: &str) {
-    let path = format!("/tmp/pst-p7b-nft-{}.nft", std::process::id());
-    std::fs::write(&path, script).unwrap();
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/var/run/netns/{ns}"))
-        .args(["nft", "-f", &path])
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&path);
-    assert!(out.status.success(), "nft -f: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 fn in_ns(ns: &str, args: &[&str], stdin: Option<&str>) -> String {
     use std::io::Write as _;
     let mut child = std::process::Command::new("nsenter")
@@ -153,6 +141,11 @@ fn in_ns(ns: &str, args: &[&str], stdin: Option<&str>) -> String {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Load an nftables script into `ns`.
+fn nft(ns: &str, script: &str) {
+    in_ns(ns, &["nft", "-f", "-"], Some(script));
 }
 
 /// Packets the iptables INPUT chain's policy dropped.
@@ -279,6 +272,24 @@ fn legit_flow(lab: &Lab, flood: Option<(i32, Vec<u8>, u32)>) -> (f64, u64) {
     ((b1 - b0) as f64 * 8.0 / secs / 1e9, s1 - s0)
 }
 
+/// The generator: `ps_tx` in namespace a, redirecting into veth0. (The loaded object, to
+/// keep; veth0's ifindex; the program's fd for live-frames test runs.)
+fn generator(lab: &Lab, set: &RuleSet) -> (Loaded, u32, i32) {
+    let set = set.clone();
+    in_netns(&lab.a, move || {
+        let veth0 = ps_agent::load::ifindex("veth0").unwrap();
+        let mut l = Loaded::load(&set, &[], &LoadOptions::new(Mode::Enforce)).unwrap();
+        {
+            let x: &mut aya::programs::Xdp = l.ebpf_mut().program_mut("ps_tx").unwrap().try_into().unwrap();
+            x.load().unwrap();
+        }
+        let mut m: aya::maps::DevMap<_> = aya::maps::DevMap::try_from(l.ebpf_mut().map_mut("PS_TX").unwrap()).unwrap();
+        m.set(0, veth0, None, 0).unwrap();
+        let fd = l.ebpf().program("ps_tx").unwrap().fd().unwrap().as_fd().as_raw_fd();
+        (l, veth0, fd)
+    })
+}
+
 /// Run the flood benchmark.
 pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> (Vec<FloodResult>, Vec<FlowResult>) {
     let meta = ps_agent::export::ExportMeta { product: "PS 8.1.2".into(), policy: "shipped".into() };
@@ -301,20 +312,7 @@ pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> (Vec<Flood
         }
         (l, eth0)
     });
-    // Generator: ps_tx in namespace a, redirecting into veth0.
-    let gen_set = set.clone();
-    let (generator, veth0, gen_fd) = in_netns(&lab.a, move || {
-        let veth0 = ps_agent::load::ifindex("veth0").unwrap();
-        let mut l = Loaded::load(&gen_set, &[], &LoadOptions::new(Mode::Enforce)).unwrap();
-        {
-            let x: &mut aya::programs::Xdp = l.ebpf_mut().program_mut("ps_tx").unwrap().try_into().unwrap();
-            x.load().unwrap();
-        }
-        let mut m: aya::maps::DevMap<_> = aya::maps::DevMap::try_from(l.ebpf_mut().map_mut("PS_TX").unwrap()).unwrap();
-        m.set(0, veth0, None, 0).unwrap();
-        let fd = l.ebpf().program("ps_tx").unwrap().fd().unwrap().as_fd().as_raw_fd();
-        (l, veth0, fd)
-    });
+    let (generator, veth0, gen_fd) = generator(lab, set);
     let sets = nft_sets(set);
     let mut results: Vec<FloodResult> = Vec::new();
     // The legitimate flow, through every receiver that admits it.
@@ -436,19 +434,7 @@ pub fn flood_scale(lab: &Lab, sets: &[(usize, RuleSet)], frames: u32) -> Vec<Sca
     let eth0_mac = mac(&lab.ps, "eth0");
     let veth_mac = mac(&lab.a, "veth0");
     let frame = flood_frame(eth0_mac, veth_mac, false, 65001);
-    let gen_set = sets[0].1.clone();
-    let (generator, veth0, gen_fd) = in_netns(&lab.a, move || {
-        let veth0 = ps_agent::load::ifindex("veth0").unwrap();
-        let mut l = Loaded::load(&gen_set, &[], &LoadOptions::new(Mode::Enforce)).unwrap();
-        {
-            let x: &mut aya::programs::Xdp = l.ebpf_mut().program_mut("ps_tx").unwrap().try_into().unwrap();
-            x.load().unwrap();
-        }
-        let mut m: aya::maps::DevMap<_> = aya::maps::DevMap::try_from(l.ebpf_mut().map_mut("PS_TX").unwrap()).unwrap();
-        m.set(0, veth0, None, 0).unwrap();
-        let fd = l.ebpf().program("ps_tx").unwrap().fd().unwrap().as_fd().as_raw_fd();
-        (l, veth0, fd)
-    });
+    let (generator, veth0, gen_fd) = generator(lab, &sets[0].1);
     let meta = ps_agent::export::ExportMeta { product: "scale".into(), policy: "scale".into() };
     let mut out: Vec<ScaleResult> = ["ps-agent", "nftables input (export)", "iptables (export)"]
         .into_iter()
