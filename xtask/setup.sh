@@ -7,9 +7,10 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 need_pkgs=()
 # llvm-22 brings llc, which builds the stand-in "other" XDP program of the coexistence
-# tests; systemd brings systemd-analyze, which verifies the unit `ps-agent install` writes.
+# tests; systemd brings systemd-analyze, which verifies the unit `ps-agent install` writes;
+# ethtool reads veth's per-queue XDP counters for the benchmark's threaded-NAPI flood.
 for p in llvm-22-dev llvm-22 libpolly-22-dev zlib1g-dev libzstd-dev bpftool xdp-tools nftables \
-         iptables tcpdump iproute2 util-linux systemd gzip; do
+         iptables tcpdump iproute2 util-linux systemd gzip ethtool; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -549,7 +549,8 @@ fn build_tables(rules: &[CompiledRule], host: &HostFacts) -> Result<Tables, Comp
     }
     let mut entries = vec![RuleEntry::default()];
     let mut interned: HashMap<Vec<usize>, u32> = HashMap::new();
-    let mut ports: BTreeMap<(L4, u16), PortEntry> = BTreeMap::new();
+    // (l4, port) → (inbound head, reply head).
+    let mut heads: BTreeMap<(L4, u16), (u32, u32)> = BTreeMap::new();
     for ((l4, port, kind), mut list) in lists {
         // Rules bound to systems before unbound ones: a bound system's traffic is counted
         // on its own row even where an unbound row admits the same port.
@@ -586,12 +587,13 @@ fn build_tables(rules: &[CompiledRule], host: &HostFacts) -> Result<Tables, Comp
             }
             head
         });
-        let e = ports.entry((l4, port)).or_default();
+        let e = heads.entry((l4, port)).or_default();
         match kind {
-            RuleKind::Inbound => e.inbound = head,
-            RuleKind::Reply => e.reply = head,
+            RuleKind::Inbound => e.0 = head,
+            RuleKind::Reply => e.1 = head,
         }
     }
+    let ports = heads.into_iter().map(|(k, (inbound, reply))| (k, PortEntry::new(inbound, reply, &entries))).collect();
     Ok((ports, entries))
 }
 
@@ -622,6 +624,10 @@ impl RuleSet {
         }
         for e in self.entries.iter_mut().skip(1) {
             e.counter = remap[&e.counter];
+        }
+        // The port entries' summaries name counter slots too.
+        for e in self.ports.values_mut() {
+            *e = PortEntry::new(e.inbound, e.reply, &self.entries);
         }
         self.next_counter = next;
         self

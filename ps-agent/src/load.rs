@@ -688,7 +688,7 @@ impl Loaded {
             }
             for (&(l4, port), e) in &set.ports {
                 let abs = |h: u32| if h == 0 { 0 } else { g * cap + h };
-                let v = PortEntry { inbound: abs(e.inbound), reply: abs(e.reply) };
+                let v = PortEntry { inbound: abs(e.inbound), reply: abs(e.reply), ..*e };
                 m.set(port_index(g, l4, port), v, 0).map_err(map_err("write", names::MAP_PORTS))?;
             }
         }

@@ -6,7 +6,7 @@
 
 use ps_common::{
     Tables,
-    classify::{Decision, decide_slice},
+    classify::{Decision, decide_quick, decide_slice, decide_walk},
     layout::{IfaceInfo, L4, MODE_DRY_RUN, MODE_ENFORCE, PORTS_PER_GEN, Policy, PortEntry, RuleEntry, State},
 };
 
@@ -24,7 +24,7 @@ pub struct Model<'a> {
 }
 
 /// What `PS_PORTS` holds for a port no rule uses.
-const NO_PORT: PortEntry = PortEntry { inbound: 0, reply: 0 };
+const NO_PORT: PortEntry = PortEntry { inbound: 0, reply: 0, first_counter: 0, first_slots: 0, inbound_slots: 0 };
 
 impl<'a> Model<'a> {
     /// Wrap `set`.
@@ -37,6 +37,21 @@ impl<'a> Model<'a> {
     /// Classify `frame` as arriving on interface slot `slot`.
     pub fn decide(&self, frame: &[u8], slot: u32) -> Decision {
         decide_slice(frame, slot, self).expect("host tables always answer")
+    }
+
+    /// The two steps of [`Model::decide`] apart: what `decide_quick` says (`None`: it
+    /// declines) and what `decide_walk` says. Tests assert that the first, where it
+    /// answers, is the second.
+    pub fn decide_steps(&self, frame: &[u8], slot: u32) -> (Option<Decision>, Decision) {
+        let start = frame.as_ptr() as usize;
+        let end = start + frame.len();
+        // SAFETY: the slice is readable for the duration of the calls.
+        unsafe {
+            (
+                decide_quick(start, end, slot, self),
+                decide_walk(start, end, slot, self).expect("host tables always answer"),
+            )
+        }
     }
 }
 

@@ -3,8 +3,8 @@
 //! The tables are reached through the [`Tables`] trait: the XDP program implements it
 //! over its BPF maps, the agent over the compiled rule set in memory (for `explain` and
 //! the differential tests). Only array lookups are used; a packet costs at most one
-//! port-table lookup per direction plus a walk of at most [`MAX_CHAIN`] candidates (one
-//! in the common case).
+//! port-table lookup per direction plus a walk of at most [`MAX_CHAIN`] candidates, and
+//! most packets one or two port-table lookups and no walk ([`quick`]).
 
 use crate::{
     layout::*,
@@ -87,44 +87,95 @@ impl Decision {
 /// Classify the frame in `[start, end)` that arrived on `ifindex`. `None` only when the
 /// state or policy tables cannot be read (the program aborts).
 ///
+/// Two steps, and the XDP program takes them the same way: [`decide_quick`] answers the
+/// common frame from the port table alone; [`decide_walk`] answers every frame.
+///
 /// # Safety
 /// `[start, end)` must be readable memory.
 #[inline(always)]
 pub unsafe fn decide<T: Tables>(start: usize, end: usize, ifindex: u32, t: &T) -> Option<Decision> {
-    let state = t.state()?;
-    let policy = t.policy(state.generation & 1)?;
-    let slot = match t.iface(ifindex) {
-        Some(i) if i.slot < MAX_IFACES => i.slot,
-        _ => 0,
-    };
     // SAFETY: forwarded from the caller.
-    let parsed = match unsafe { parse_fast(start, end) } {
-        Some(p) => Parsed::Ip(p),
+    match unsafe { decide_quick(start, end, ifindex, t) } {
+        Some(d) => Some(d),
         // SAFETY: forwarded from the caller.
-        None => unsafe { parse_with(start, end, |v| t.launder(v)) },
-    };
-    let (verdict, packet) = match parsed {
+        None => unsafe { decide_walk(start, end, ifindex, t) },
+    }
+}
+
+/// What every frame's decision reads before the frame.
+struct Context<'a> {
+    state: &'a State,
+    policy: &'a Policy,
+    generation: u32,
+    slot: u32,
+}
+
+impl<'a> Context<'a> {
+    #[inline(always)]
+    fn read<T: Tables>(ifindex: u32, t: &'a T) -> Option<Self> {
+        let state = t.state()?;
+        let generation = state.generation & 1;
+        let policy = t.policy(generation)?;
+        let slot = match t.iface(ifindex) {
+            Some(i) if i.slot < MAX_IFACES => i.slot,
+            _ => 0,
+        };
+        Some(Self { state, policy, generation, slot })
+    }
+
+    #[inline(always)]
+    fn decision(&self, verdict: Verdict, packet: Packet) -> Decision {
+        Decision {
+            verdict,
+            slot: self.slot,
+            mode: self.state.mode,
+            rules_cap: self.policy.rules_cap,
+            generation: self.generation,
+            packet,
+        }
+    }
+}
+
+/// The short way, for the frames a host mostly sees: [`parse_fast`] and [`quick`]. `None`
+/// when either declines (or the tables cannot be read): ask [`decide_walk`].
+///
+/// # Safety
+/// `[start, end)` must be readable memory.
+#[inline(always)]
+pub unsafe fn decide_quick<T: Tables>(start: usize, end: usize, ifindex: u32, t: &T) -> Option<Decision> {
+    // SAFETY: forwarded from the caller.
+    let p = unsafe { parse_fast(start, end) }?;
+    let c = Context::read(ifindex, t)?;
+    let v = quick(&p, c.policy, c.generation, c.slot, t)?;
+    Some(c.decision(v, p))
+}
+
+/// The whole way: the general parser ([`parse_with`]), the source-address lookup where
+/// some rule is bound to systems, and [`classify`]. Answers every frame; for the frames
+/// [`decide_quick`] answers it says the same (the unit, differential and fuzz tests
+/// assert it), only slower.
+///
+/// # Safety
+/// `[start, end)` must be readable memory.
+#[inline(always)]
+pub unsafe fn decide_walk<T: Tables>(start: usize, end: usize, ifindex: u32, t: &T) -> Option<Decision> {
+    let c = Context::read(ifindex, t)?;
+    // SAFETY: forwarded from the caller.
+    let (verdict, packet) = match unsafe { parse_with(start, end, |v| t.launder(v)) } {
         Parsed::Arp => (Verdict::Pass(PassReason::Arp), Packet::default()),
         Parsed::Drop(r) => (Verdict::Drop(r), Packet::default()),
         Parsed::Ip(p) => {
             // One longest-prefix match, only when some rule names bound systems.
-            let src = if policy.flags & POLICY_SOURCE_SETS != 0 {
+            let src = if c.policy.flags & POLICY_SOURCE_SETS != 0 {
                 // SAFETY: forwarded from the caller.
-                unsafe { source_systems(start, end, &p, state.generation & 1, t) }
+                unsafe { source_systems(start, end, &p, c.generation, t) }
             } else {
                 0
             };
-            (classify(&p, policy, state.generation & 1, slot, src, t), p)
+            (classify(&p, c.policy, c.generation, c.slot, src, t), p)
         }
     };
-    Some(Decision {
-        verdict,
-        slot,
-        mode: state.mode,
-        rules_cap: policy.rules_cap,
-        generation: state.generation & 1,
-        packet,
-    })
+    Some(c.decision(verdict, packet))
 }
 
 /// Host wrapper of [`decide`] over a byte slice.
@@ -169,8 +220,55 @@ unsafe fn source_systems<T: Tables>(start: usize, end: usize, p: &Packet, genera
     t.src_systems(&key)
 }
 
+/// The verdicts the port table gives without walking a candidate list, for the packets a
+/// host mostly sees: `Some` is exactly what [`classify`] says (whatever the source
+/// address), `None` means "ask it".
+///
+/// - the destination port's first inbound candidate admits everything on this interface
+///   ([`PortEntry::first_slots`]): that rule;
+/// - no inbound candidate applies on this interface and the source port has no reply
+///   list: dropped, `NoRule` or `Interface` as the walk would say;
+/// - no inbound candidate applies, and the source port's first reply candidate applies
+///   on this interface, is bound to no systems and (stateless) passes the reply checks:
+///   that rule (stateful: [`Verdict::Tracked`]).
+///
+/// One port-table lookup for an admitted packet (no rule-table lookup, no source-address
+/// lookup where the rule is unbound), two for a dropped one.
+#[inline(always)]
+pub fn quick<T: Tables>(p: &Packet, policy: &Policy, generation: u32, slot: u32, t: &T) -> Option<Verdict> {
+    let l4 = match p.proto {
+        IPPROTO_TCP => L4::Tcp,
+        IPPROTO_UDP => L4::Udp,
+        _ => return None,
+    };
+    let bit = 1u16 << (slot & 15);
+    let e = t.port(port_index(generation, l4, p.dport))?;
+    if e.first_slots & bit != 0 {
+        return Some(Verdict::Rule(e.first_counter));
+    }
+    if e.inbound_slots & bit != 0 {
+        return None;
+    }
+    let why = if e.inbound == 0 { DropReason::NoRule } else { DropReason::Interface };
+    let s = t.port(port_index(generation, l4, p.sport))?;
+    if s.reply == 0 {
+        return Some(Verdict::Drop(why));
+    }
+    let r = t.rule(s.reply)?;
+    if r.iface_mask & (1 << (slot & 31)) == 0 || r.systems != 0 {
+        return None;
+    }
+    if policy.flags & POLICY_STATEFUL != 0 {
+        return Some(Verdict::Tracked(r.counter));
+    }
+    match reply_checks(r, p, policy, p.dport) {
+        Ok(()) => Some(Verdict::Rule(r.counter)),
+        Err(_) => None,
+    }
+}
+
 /// Classify a parsed IP packet; `src` is the set of bound systems its source address
-/// belongs to (see [`Tables::src_systems`]).
+/// belongs to (see [`Tables::src_systems`]). [`decide`] asks [`quick`] first.
 #[inline(always)]
 pub fn classify<T: Tables>(p: &Packet, policy: &Policy, generation: u32, slot: u32, src: u64, t: &T) -> Verdict {
     let l4 = match p.proto {

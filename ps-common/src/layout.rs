@@ -11,7 +11,8 @@
 //!   .state                          -> State { generation, mode }
 //!   .policy[generation]             -> Policy { ephemeral range, flags, rules_cap }
 //!   .ifaces[ifindex]                -> IfaceInfo { slot }
-//! PS_PORTS[port_index(gen,l4,port)] -> PortEntry { inbound, reply }  (heads into PS_RULES)
+//! PS_PORTS[port_index(gen,l4,port)] -> PortEntry { inbound, reply (heads into PS_RULES),
+//!                                      summary of the inbound list (classify::quick) }
 //! PS_RULES[head..]                  -> RuleEntry, a candidate list ended by ENTRY_LAST
 //! PS_RULE_CNT[slot * rules_cap + counter]   per-CPU Counter
 //! PS_STAT_CNT[slot * STAT_STRIDE + bucket]  per-CPU Counter (pass/drop/would-drop reasons)
@@ -35,6 +36,8 @@ pub const PORTS_ENTRIES: u32 = GENERATIONS * PORTS_PER_GEN;
 pub const MAX_IFINDEX: u32 = 4096;
 /// Interface slots; slot 0 stands for "an interface the agent did not configure".
 pub const MAX_IFACES: u32 = 16;
+// `PortEntry` keeps interface slots in 16-bit masks.
+const _: () = assert!(MAX_IFACES <= 16);
 /// Longest candidate list the program walks for one port.
 pub const MAX_CHAIN: u32 = 4;
 /// Default number of counter slots (compiled rules) and of rule entries per generation.
@@ -321,8 +324,11 @@ pub struct IfaceInfo {
     pub flags: u32,
 }
 
-/// `PS_PORTS[port_index(..)]`: heads of the candidate lists for one protocol and port.
-/// `0` means no list (entry 0 of `PS_RULES` is never used).
+/// `PS_PORTS[port_index(..)]`: heads of the candidate lists for one protocol and port
+/// (`0` means no list: entry 0 of `PS_RULES` is never used), and a summary of the inbound
+/// list from which the classifier answers most packets without reading `PS_RULES`
+/// (`classify::quick`). Build it with [`PortEntry::new`], never field by field: the
+/// summary must describe the list exactly as `classify` walks it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PortEntry {
@@ -330,6 +336,46 @@ pub struct PortEntry {
     pub inbound: u32,
     /// Candidates when this port is the source port (replies to outbound rows).
     pub reply: u32,
+    /// Counter slot of the first inbound candidate (meaningful where `first_slots` is set).
+    pub first_counter: u32,
+    /// Interface slots (bit n = slot n) on which the first inbound candidate admits every
+    /// packet to this port: it applies there and is bound to no systems.
+    pub first_slots: u16,
+    /// Interface slots on which some inbound candidate applies. On the others every
+    /// candidate fails with `DropReason::Interface` (or there is none: `NoRule`).
+    pub inbound_slots: u16,
+}
+
+impl PortEntry {
+    /// The entry for candidate lists at `inbound` and `reply` in `rules` (`PS_RULES`),
+    /// with the summary of the inbound list: its candidates as `classify` visits them (at
+    /// most [`MAX_CHAIN`], up to the one marked [`ENTRY_LAST`]).
+    pub fn new(inbound: u32, reply: u32, rules: &[RuleEntry]) -> Self {
+        let mut e = Self { inbound, reply, ..Self::default() };
+        if inbound == 0 {
+            return e;
+        }
+        let mut visited = 0;
+        for i in 0..MAX_CHAIN {
+            let Some(r) = rules.get((inbound + i) as usize) else { break };
+            let slots = r.iface_mask as u16;
+            if i == 0 && r.systems == 0 {
+                e.first_slots = slots;
+                e.first_counter = r.counter;
+            }
+            e.inbound_slots |= slots;
+            visited += 1;
+            if r.flags & ENTRY_LAST != 0 {
+                break;
+            }
+        }
+        if visited == 0 {
+            // A head outside the table: the classifier's walk finds nothing and says
+            // `NoRule`, not `Interface`; let it walk.
+            e.inbound_slots = u16::MAX;
+        }
+        e
+    }
 }
 
 /// `PS_RULES[i]`: one candidate rule for a port.
@@ -479,7 +525,7 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 1 + 2);
         assert_eq!(size_of::<FlowState>(), 4 + 4 + 8 + 8 + 4 + 4);
         assert_eq!(size_of::<IfaceInfo>(), 8);
-        assert_eq!(size_of::<PortEntry>(), 8);
+        assert_eq!(size_of::<PortEntry>(), 4 + 4 + 4 + 2 + 2);
         assert_eq!(size_of::<RuleEntry>(), 4 + 4 + 4 + 2 + 2 + 8);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<TokenBucket>(), 24);

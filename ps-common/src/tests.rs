@@ -3,7 +3,9 @@
 use alloc::{vec, vec::Vec};
 
 use crate::{
-    classify::{Egress, Tables, Verdict, classify_egress, decide_slice, flow_key},
+    classify::{
+        Egress, Tables, Verdict, classify, classify_egress, decide_quick, decide_slice, decide_walk, flow_key, quick,
+    },
     frames::*,
     layout::*,
     parse::{ETH_P_8021Q, Packet, Parsed, parse_slice},
@@ -151,13 +153,43 @@ struct Mini {
     state: State,
     policy: Policy,
     ifaces: [IfaceInfo; 3],
+    ports: [(u32, PortEntry); 6],
 }
+
+const MINI_RULES: [RuleEntry; 7] = {
+    const ALL: u32 = u32::MAX;
+    const REPLY: u32 = ENTRY_LAST | ENTRY_REPLY | ENTRY_EPHEMERAL;
+    const fn r(flags: u32, counter: u32, iface_mask: u32, local_lo: u16, local_hi: u16, systems: u64) -> RuleEntry {
+        RuleEntry { flags, counter, iface_mask, local_lo, local_hi, systems }
+    }
+    [
+        r(0, 0, 0, 0, 0, 0),
+        r(ENTRY_LAST, 0, ALL, 0, 0, 0),
+        r(ENTRY_LAST, 1, 1 << 1, 0, 0, 0),
+        r(REPLY, 2, ALL, 0, 0, 0),
+        r(REPLY, 3, ALL, 0, 0, 0),
+        r(REPLY, 4, ALL, 123, 123, 0),
+        // tcp/5061: only from system 0.
+        r(ENTRY_LAST, 5, ALL, 0, 0, 1),
+    ]
+};
 
 impl Mini {
     fn new(mode: u32, flags: u32) -> Self {
         let policy = Policy { flags, rules_cap: 8, ephemeral_lo: 32768, ephemeral_hi: 60999, ..Policy::default() };
         let ifaces = [0, 1, 2].map(|slot| IfaceInfo { slot, flags: 0 });
-        Self { state: State { generation: 1, mode }, policy, ifaces }
+        let e = |l4: L4, port: u16, inbound: u32, reply: u32| {
+            (port_index(1, l4, port), PortEntry::new(inbound, reply, &MINI_RULES))
+        };
+        let ports = [
+            e(L4::Tcp, 443, 1, 0),
+            e(L4::Tcp, 7000, 2, 0),
+            e(L4::Tcp, 5062, 0, 3),
+            e(L4::Udp, 53, 0, 4),
+            e(L4::Udp, 123, 0, 5),
+            e(L4::Tcp, 5061, 6, 0),
+        ];
+        Self { state: State { generation: 1, mode }, policy, ifaces, ports }
     }
 }
 
@@ -173,19 +205,8 @@ impl Tables for Mini {
         Some(self.ifaces.get(ifindex as usize).unwrap_or(&self.ifaces[0]))
     }
     fn port(&self, index: u32) -> Option<&PortEntry> {
-        const fn e(l4: L4, port: u16, inbound: u32, reply: u32) -> (u32, PortEntry) {
-            (port_index(1, l4, port), PortEntry { inbound, reply })
-        }
-        const TABLE: [(u32, PortEntry); 6] = [
-            e(L4::Tcp, 443, 1, 0),
-            e(L4::Tcp, 7000, 2, 0),
-            e(L4::Tcp, 5062, 0, 3),
-            e(L4::Udp, 53, 0, 4),
-            e(L4::Udp, 123, 0, 5),
-            e(L4::Tcp, 5061, 6, 0),
-        ];
-        const NONE: PortEntry = PortEntry { inbound: 0, reply: 0 };
-        Some(TABLE.iter().find(|(i, _)| *i == index).map_or(&NONE, |(_, e)| e))
+        const NONE: PortEntry = PortEntry { inbound: 0, reply: 0, first_counter: 0, first_slots: 0, inbound_slots: 0 };
+        Some(self.ports.iter().find(|(i, _)| *i == index).map_or(&NONE, |(_, e)| e))
     }
     fn src_systems(&self, key: &[u8; 20]) -> u64 {
         // 198.18.0.2 and fd00::2 are system 0 ("SM"); everything else none.
@@ -194,22 +215,7 @@ impl Tables for Mini {
         if *key == sm4 || *key == sm6 { 1 } else { 0 }
     }
     fn rule(&self, index: u32) -> Option<&RuleEntry> {
-        const ALL: u32 = u32::MAX;
-        const REPLY: u32 = ENTRY_LAST | ENTRY_REPLY | ENTRY_EPHEMERAL;
-        const fn r(flags: u32, counter: u32, iface_mask: u32, local_lo: u16, local_hi: u16, systems: u64) -> RuleEntry {
-            RuleEntry { flags, counter, iface_mask, local_lo, local_hi, systems }
-        }
-        const RULES: [RuleEntry; 7] = [
-            r(0, 0, 0, 0, 0, 0),
-            r(ENTRY_LAST, 0, ALL, 0, 0, 0),
-            r(ENTRY_LAST, 1, 1 << 1, 0, 0, 0),
-            r(REPLY, 2, ALL, 0, 0, 0),
-            r(REPLY, 3, ALL, 0, 0, 0),
-            r(REPLY, 4, ALL, 123, 123, 0),
-            // tcp/5061: only from system 0.
-            r(ENTRY_LAST, 5, ALL, 0, 0, 1),
-        ];
-        Some(RULES.get(index as usize).unwrap_or(&RULES[0]))
+        Some(MINI_RULES.get(index as usize).unwrap_or(&MINI_RULES[0]))
     }
 }
 
@@ -405,4 +411,76 @@ fn fast_path_agrees_with_the_general_parser() {
         assert!(check(&frame(&[], &net, &tcp(1, 2, 0), 0)) && check(&frame(&[], &net, &udp(1, 2), 0)));
         assert!(!check(&frame(&DOT1Q, &net, &tcp(1, 2, 0), 0)), "tagged frames take the general path");
     }
+}
+
+#[test]
+fn quick_agrees_with_the_walk() {
+    use Verdict::*;
+    let ports = [0u16, 22, 53, 123, 124, 443, 5061, 5062, 7000, 8443, 40000];
+    let mut answered = 0;
+    for flags in [0, POLICY_STATEFUL, POLICY_SOURCE_SETS, POLICY_STATEFUL | POLICY_SOURCE_SETS] {
+        let t = Mini::new(MODE_ENFORCE, flags);
+        for slot in 0..3 {
+            for &sport in &ports {
+                for &dport in &ports {
+                    for l4 in [tcp(sport, dport, TCP_SYN), tcp(sport, dport, TCP_ACK), udp(sport, dport)] {
+                        let Parsed::Ip(p) = parse_slice(&frame(&[], &v4(), &l4, 0)) else { panic!("parses") };
+                        let Some(q) = quick(&p, &t.policy, 1, slot, &t) else { continue };
+                        answered += 1;
+                        // Whatever the source address belongs to.
+                        for src in [0, 1, u64::MAX] {
+                            let walked = classify(&p, &t.policy, 1, slot, src, &t);
+                            assert_eq!(q, walked, "flags {flags:#x} slot {slot} src {src} {p:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(answered > 1000, "quick answered {answered} times");
+    // And whole frames: where the short way answers, the whole way says the same.
+    let mut quick_frames = 0;
+    for flags in [0, POLICY_STATEFUL, POLICY_SOURCE_SETS] {
+        let t = Mini::new(MODE_ENFORCE, flags);
+        let sm = Net::V4 { src: [198, 18, 0, 2], dst: V4_DST, options: vec![], frag: 0 };
+        for net in [v4(), v6(), sm] {
+            for vlans in [&[][..], &DOT1Q] {
+                for &sport in &ports {
+                    for &dport in &ports {
+                        for l4 in [tcp(sport, dport, TCP_ACK), udp(sport, dport)] {
+                            let f = frame(vlans, &net, &l4, 0);
+                            let start = f.as_ptr() as usize;
+                            for ifindex in 0..3 {
+                                // SAFETY: the frame is a live slice.
+                                let (q, w) = unsafe {
+                                    (
+                                        decide_quick(start, start + f.len(), ifindex, &t),
+                                        decide_walk(start, start + f.len(), ifindex, &t),
+                                    )
+                                };
+                                if let Some(q) = q {
+                                    quick_frames += 1;
+                                    assert_eq!(Some(q), w, "flags {flags:#x} ifindex {ifindex} {f:02x?}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(quick_frames > 1000, "decide_quick answered {quick_frames} frames");
+    // The common packets take it: an admitted port, an unknown one, a reply.
+    let t = Mini::new(MODE_ENFORCE, 0);
+    let q = |l4: Transport, slot| {
+        let Parsed::Ip(p) = parse_slice(&frame(&[], &v4(), &l4, 0)) else { panic!("parses") };
+        quick(&p, &t.policy, 1, slot, &t)
+    };
+    assert_eq!(q(tcp(40000, 443, TCP_SYN), 1), Some(Rule(0)));
+    assert_eq!(q(tcp(40000, 8443, TCP_SYN), 1), Some(Drop(DropReason::NoRule)));
+    assert_eq!(q(tcp(40000, 7000, TCP_SYN), 2), Some(Drop(DropReason::Interface)));
+    assert_eq!(q(tcp(5062, 40000, TCP_ACK), 1), Some(Rule(2)));
+    // Bound rules and failed reply checks are the walk's.
+    assert_eq!(q(tcp(40000, 5061, TCP_SYN), 1), None);
+    assert_eq!(q(tcp(5062, 40000, TCP_SYN), 1), None);
 }

@@ -157,6 +157,8 @@ struct Report {
     secs: f64,
     /// Frames `parse_fast` took.
     fast: usize,
+    /// (Frame, variant, interface) cases `decide_quick` answered.
+    quick: usize,
 }
 
 fn run(frames: usize, seed: u64) -> Report {
@@ -180,7 +182,7 @@ fn run(frames: usize, seed: u64) -> Report {
         variants.push(Variant { name, mode, set, loaded, tally: HashMap::new() });
     }
     let mut g = FrameGen::new(seed, ports_of(&variants[0].set));
-    let (mut failures, mut failed, mut runs, mut fast) = (Vec::new(), 0usize, 0u64, 0usize);
+    let (mut failures, mut failed, mut runs, mut fast, mut quick_n) = (Vec::new(), 0usize, 0u64, 0usize, 0usize);
     let mut families = BTreeMap::new();
     let mut verdicts = BTreeMap::new();
     let t0 = Instant::now();
@@ -212,6 +214,21 @@ fn run(frames: usize, seed: u64) -> Report {
             let dry = v.mode == Mode::DryRun;
             for (ifindex, slot) in [(eth0, 1u32), (eth1, 2), (lo, 0)] {
                 let d = model.decide(&frame, slot);
+                // Nor is the port table's short answer (`decide_quick`).
+                let (quick, walked) = model.decide_steps(&frame, slot);
+                if let Some(q) = quick {
+                    quick_n += 1;
+                    if q != walked {
+                        fail(
+                            format!(
+                                "frame #{n} on slot {slot} ({}): decide_quick says {q:?}, decide_walk says {walked:?}\n  {}",
+                                v.name,
+                                hex(&frame)
+                            ),
+                            &mut failures,
+                        );
+                    }
+                }
                 // The flow table is empty: a reply that needs a tracked flow is untracked.
                 let verdict = match d.verdict {
                     Verdict::Tracked(_) => Verdict::Drop(DropReason::Untracked),
@@ -280,7 +297,7 @@ fn run(frames: usize, seed: u64) -> Report {
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    Report { frames, runs, failures, failed, families, verdicts, secs, fast }
+    Report { frames, runs, failures, failed, families, verdicts, secs, fast, quick: quick_n }
 }
 
 #[test]
@@ -299,6 +316,7 @@ fn kernel_agrees_with_host_classifier() {
     println!("  families: {:?}", r.families);
     println!("  verdicts: {:?}", r.verdicts);
     println!("  fast path taken by {} of {} frames (the rest: the general parser)", r.fast, r.frames);
+    println!("  decide_quick answered {} of {} (frame, variant, interface) cases", r.quick, r.frames * 12);
     assert!(
         r.failed == 0,
         "{} mismatch(es) between the kernel and the host classifier (first {}):\n{}",
@@ -315,4 +333,10 @@ fn kernel_agrees_with_host_classifier() {
     assert!(missing.is_empty(), "verdicts the generated frames never reached: {missing:?}");
     assert!(r.families.len() >= 11, "every frame family generated: {:?}", r.families);
     assert!(r.fast > 0 && r.fast < r.frames, "both parsers exercised: fast path {} of {}", r.fast, r.frames);
+    assert!(
+        r.quick > 0 && r.quick < r.fast * 12,
+        "both decide steps exercised: quick {} of {}",
+        r.quick,
+        r.frames * 12
+    );
 }

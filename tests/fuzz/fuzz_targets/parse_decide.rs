@@ -1,8 +1,9 @@
 //! The data-plane parser and classifier on arbitrary bytes, over the compiled PS matrix (the
 //! host model of the kernel's maps): no panic, no out-of-bounds read (the parser reads through
 //! raw pointers, so the address sanitizer is what proves its bounds checks), and the verdict
-//! is consistent with the parse; the fast path (`parse_fast`) is never a second opinion:
-//! where it takes a frame, it says what the general parser says.
+//! is consistent with the parse; the fast path is never a second opinion: where
+//! `parse_fast` takes a frame, it says what the general parser says, and where
+//! `decide_quick` answers, it says what `decide_walk` says.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -44,7 +45,14 @@ fuzz_target!(|data: &[u8]| {
     if let Some(p) = unsafe { parse_fast(start, start + frame.len()) } {
         assert_eq!(Parsed::Ip(p), parsed);
     }
-    let d = Model::new(set, mode).decide(&frame, slot);
+    let model = Model::new(set, mode);
+    let d = model.decide(&frame, slot);
+    // The port table's short answer is never a second opinion either.
+    let (quick, walked) = model.decide_steps(&frame, slot);
+    if let Some(q) = quick {
+        assert_eq!(q, walked);
+    }
+    assert_eq!(d, quick.unwrap_or(walked));
     match parsed {
         Parsed::Drop(r) => assert_eq!(d.verdict, Verdict::Drop(r)),
         Parsed::Arp => assert!(matches!(d.verdict, Verdict::Pass(_))),

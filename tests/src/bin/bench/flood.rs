@@ -46,8 +46,30 @@ pub struct FloodResult {
     pub rounds: Vec<(f64, f64, Option<u64>)>,
 }
 
-const RECEIVERS: [&str; 5] =
-    ["XDP_DROP only", "ps-agent", "nftables input (export)", "nftables netdev ingress", "iptables (export)"];
+/// The receivers, in this order (the code below goes by index). `bare` is `ps_bare`: one
+/// port lookup and one counter, the least an allow-list reading the frame can do.
+const RECEIVERS: [&str; 6] = [
+    "XDP_DROP only",
+    "ps-agent",
+    "nftables input (export)",
+    "nftables netdev ingress",
+    "iptables (export)",
+    "bare (port lookup + counter)",
+];
+
+/// One receiver's results for one flood with eth0's NAPI on a kernel thread of its own,
+/// on its own CPU (the generator on the other).
+pub struct ThreadedResult {
+    /// Receiver.
+    pub receiver: &'static str,
+    /// Flood.
+    pub flood: &'static str,
+    /// Frames sent per round.
+    pub frames: u64,
+    /// Per round: wall seconds, frames eth0's XDP program saw (the rest were lost in the
+    /// veth ring: the generator outran the receiver), frames the receiver counted.
+    pub rounds: Vec<(f64, u64, Option<u64>)>,
+}
 
 /// The legitimate flow's throughput through one receiver: alone, and under a flood.
 pub struct FlowResult {
@@ -204,6 +226,62 @@ fn pin_to_cpu(cpu: usize) {
     }
 }
 
+/// Frames `dev`'s XDP program has seen on every receive queue (veth's `ethtool -S`
+/// counters `rx_queue_N_xdp_packets`).
+fn xdp_packets(ns: &str, dev: &str) -> u64 {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{ns}"))
+        .args(["ethtool", "-S", dev])
+        .output()
+        .expect("ethtool (xtask/setup.sh installs it)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(':')?;
+            if k.starts_with("rx_queue_") && k.ends_with("_xdp_packets") { v.trim().parse::<u64>().ok() } else { None }
+        })
+        .sum()
+}
+
+/// Pids of the kernel's NAPI threads for devices named `dev` (any namespace).
+fn napi_threads(dev: &str) -> Vec<i32> {
+    let prefix = format!("napi/{dev}-");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            comm.starts_with(&prefix).then_some(pid)
+        })
+        .collect()
+}
+
+/// Move eth0's NAPI in namespace `ns` onto kernel threads pinned to `cpu`, or (`None`) back
+/// into softirq context. The sysfs file is written through `ip netns exec` (which mounts
+/// the namespace's own /sys; under `nsenter` /sys/class/net is the host's). veth has NAPI
+/// instances only while an XDP program is attached: call it after the attach.
+fn threaded_napi(ns: &str, cpu: Option<usize>) {
+    let before = napi_threads("eth0");
+    let on = cpu.is_some() as u8;
+    let ok = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "sh", "-c", &format!("echo {on} > /sys/class/net/eth0/threaded")])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "set /sys/class/net/eth0/threaded in {ns}");
+    let Some(cpu) = cpu else { return };
+    let new: Vec<i32> = napi_threads("eth0").into_iter().filter(|p| !before.contains(p)).collect();
+    assert!(!new.is_empty(), "no NAPI thread appeared for eth0 in {ns}");
+    for pid in new {
+        // SAFETY: a zeroed cpu_set_t with one bit set, for the thread `pid`.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
+}
+
 /// Seconds each legitimate-flow measurement lasts.
 const FLOW_SECS: f64 = 1.5;
 
@@ -291,7 +369,12 @@ fn generator(lab: &Lab, set: &RuleSet) -> (Loaded, u32, i32) {
 }
 
 /// Run the flood benchmark.
-pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> (Vec<FloodResult>, Vec<FlowResult>) {
+pub fn flood(
+    lab: &Lab,
+    set: &RuleSet,
+    rounds: usize,
+    frames: u32,
+) -> (Vec<FloodResult>, Vec<FlowResult>, Vec<ThreadedResult>) {
     let meta = ps_agent::export::ExportMeta { product: "PS 8.1.2".into(), policy: "shipped".into() };
     let nft_export = ps_agent::export::nftables(set, &meta).unwrap();
     let ipt_export = ps_agent::export::iptables(set, &meta, false).unwrap();
@@ -306,7 +389,7 @@ pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> (Vec<Flood
     let mut rx = in_netns(&lab.ps, move || {
         let eth0 = ps_agent::load::ifindex("eth0").unwrap();
         let mut l = Loaded::load(&rx_set, &[("eth0".into(), eth0)], &LoadOptions::new(Mode::Enforce)).unwrap();
-        for name in ["ps_drop", "ps_floor"] {
+        for name in ["ps_drop", "ps_floor", "ps_bare"] {
             let x: &mut aya::programs::Xdp = l.ebpf_mut().program_mut(name).unwrap().try_into().unwrap();
             x.load().unwrap();
         }
@@ -318,9 +401,11 @@ pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> (Vec<Flood
     // The legitimate flow, through every receiver that admits it.
     let mut flows: Vec<FlowResult> =
         RECEIVERS.iter().skip(1).map(|&receiver| FlowResult { receiver, rounds: vec![] }).collect();
+    let mut threaded: Vec<ThreadedResult> = Vec::new();
     for receiver in RECEIVERS {
         for &(flood, _) in &floods {
             results.push(FloodResult { receiver, flood, frames: frames as u64, rounds: vec![] });
+            threaded.push(ThreadedResult { receiver, flood, frames: frames as u64, rounds: vec![] });
         }
     }
     for round in 0..rounds {
@@ -331,8 +416,12 @@ pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> (Vec<Flood
             let (l, link) = in_netns(&lab.ps, move || {
                 let mut l = l;
                 let link = match ri {
-                    0 | 2 | 3 | 4 => {
-                        let name = if ri == 0 { "ps_drop" } else { "ps_floor" };
+                    0 | 2 | 3 | 4 | 5 => {
+                        let name = match ri {
+                            0 => "ps_drop",
+                            5 => "ps_bare",
+                            _ => "ps_floor",
+                        };
                         let x: &mut aya::programs::Xdp = l.ebpf_mut().program_mut(name).unwrap().try_into().unwrap();
                         Some((name, x.attach("eth0", aya::programs::XdpMode::Driver).unwrap()))
                     }
@@ -383,6 +472,28 @@ pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> (Vec<Flood
                 };
                 results[ri * floods.len() + fi].rounds.push((wall, cpu, got));
             }
+            // The same floods with eth0's NAPI on a thread of its own on CPU 1, the generator
+            // on CPU 0: the receiver's own rate, no longer sharing a CPU with the sender.
+            threaded_napi(&lab.ps, Some(1));
+            for (fi, (_, frame)) in floods.iter().enumerate() {
+                let count = |rx: &(Loaded, u32)| -> Option<u64> {
+                    (ri == 1).then(|| {
+                        rx.0.counters().unwrap().stats[1][(STAT_DROP_BASE + DropReason::NoRule as u32) as usize].packets
+                    })
+                };
+                let (seen0, before) = (xdp_packets(&lab.ps, "eth0"), count(&rx));
+                let frame = frame.clone();
+                let (wall, _) = in_netns(&lab.a, move || {
+                    pin_to_cpu(0);
+                    live(gen_fd, &frame, veth0, frames)
+                });
+                // Let the NAPI thread empty the ring.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let (seen1, after) = (xdp_packets(&lab.ps, "eth0"), count(&rx));
+                let got = before.zip(after).map(|(b, a)| a - b);
+                threaded[ri * floods.len() + fi].rounds.push((wall, seen1 - seen0, got));
+            }
+            threaded_napi(&lab.ps, None);
             if ri > 0 {
                 let alone = legit_flow(lab, None);
                 let flooded = legit_flow(lab, Some((gen_fd, floods[0].1.clone(), veth0)));
@@ -415,7 +526,7 @@ pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> (Vec<Flood
     }
     drop(generator);
     drop(rx);
-    (results, flows)
+    (results, flows, threaded)
 }
 
 /// One receiver's drop rate at each rule count.
