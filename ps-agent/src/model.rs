@@ -24,7 +24,7 @@ pub struct Model<'a> {
 }
 
 /// What `PS_PORTS` holds for a port no rule uses.
-const NO_PORT: PortEntry = PortEntry { inbound: 0, reply: 0, first_counter: 0, first_slots: 0, inbound_slots: 0 };
+const NO_PORT: PortEntry = PortEntry::EMPTY;
 
 impl<'a> Model<'a> {
     /// Wrap `set`.

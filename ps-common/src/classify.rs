@@ -150,8 +150,9 @@ pub unsafe fn decide_quick<T: Tables>(start: usize, end: usize, ifindex: u32, t:
     Some(c.decision(v, p))
 }
 
-/// The whole way: the general parser ([`parse_with`]), the source-address lookup where
-/// some rule is bound to systems, and [`classify`]. Answers every frame; for the frames
+/// The whole way: the parsers ([`parse_fast`] where it takes the frame, else
+/// [`parse_with`]), the source-address lookup where some rule is bound to systems, and
+/// [`classify`]. Answers every frame; for the frames
 /// [`decide_quick`] answers it says the same (the unit, differential and fuzz tests
 /// assert it), only slower.
 ///
@@ -160,8 +161,14 @@ pub unsafe fn decide_quick<T: Tables>(start: usize, end: usize, ifindex: u32, t:
 #[inline(always)]
 pub unsafe fn decide_walk<T: Tables>(start: usize, end: usize, ifindex: u32, t: &T) -> Option<Decision> {
     let c = Context::read(ifindex, t)?;
-    // SAFETY: forwarded from the caller.
-    let (verdict, packet) = match unsafe { parse_with(start, end, |v| t.launder(v)) } {
+    // The fast parser again where it can: the frames `quick` declined (bound rules, several
+    // candidates, failed reply checks) are mostly plain ones.
+    // SAFETY (both): forwarded from the caller.
+    let parsed = match unsafe { parse_fast(start, end) } {
+        Some(p) => Parsed::Ip(p),
+        None => unsafe { parse_with(start, end, |v| t.launder(v)) },
+    };
+    let (verdict, packet) = match parsed {
         Parsed::Arp => (Verdict::Pass(PassReason::Arp), Packet::default()),
         Parsed::Drop(r) => (Verdict::Drop(r), Packet::default()),
         Parsed::Ip(p) => {
@@ -233,7 +240,8 @@ unsafe fn source_systems<T: Tables>(start: usize, end: usize, p: &Packet, genera
 ///   that rule (stateful: [`Verdict::Tracked`]).
 ///
 /// One port-table lookup for an admitted packet (no rule-table lookup, no source-address
-/// lookup where the rule is unbound), two for a dropped one.
+/// lookup where the rule is unbound), two for a dropped one or a reply (three for a
+/// stateless reply to explicit local ports: the rule holds them).
 #[inline(always)]
 pub fn quick<T: Tables>(p: &Packet, policy: &Policy, generation: u32, slot: u32, t: &T) -> Option<Verdict> {
     let l4 = match p.proto {
@@ -254,13 +262,20 @@ pub fn quick<T: Tables>(p: &Packet, policy: &Policy, generation: u32, slot: u32,
     if s.reply == 0 {
         return Some(Verdict::Drop(why));
     }
-    let r = t.rule(s.reply)?;
-    if r.iface_mask & (1 << (slot & 31)) == 0 || r.systems != 0 {
+    if s.reply_slots & bit == 0 {
         return None;
     }
     if policy.flags & POLICY_STATEFUL != 0 {
-        return Some(Verdict::Tracked(r.counter));
+        return Some(Verdict::Tracked(s.reply_counter));
     }
+    if s.reply_flags & REPLY_EPHEMERAL_ONLY != 0 {
+        // `reply_checks` for a candidate whose local ports are the ephemeral range.
+        let ack = p.proto != IPPROTO_TCP || p.tcp_flags & TCP_ACK != 0;
+        let ephemeral = p.dport >= policy.ephemeral_lo && p.dport <= policy.ephemeral_hi;
+        return if ack && ephemeral { Some(Verdict::Rule(s.reply_counter)) } else { None };
+    }
+    // Explicit local ports: the rule has them.
+    let r = t.rule(s.reply)?;
     match reply_checks(r, p, policy, p.dport) {
         Ok(()) => Some(Verdict::Rule(r.counter)),
         Err(_) => None,

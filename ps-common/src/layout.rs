@@ -344,14 +344,48 @@ pub struct PortEntry {
     /// Interface slots on which some inbound candidate applies. On the others every
     /// candidate fails with `DropReason::Interface` (or there is none: `NoRule`).
     pub inbound_slots: u16,
+    /// Counter slot of the first reply candidate (meaningful where `reply_slots` is set).
+    pub reply_counter: u32,
+    /// Interface slots on which the first reply candidate applies and is bound to no
+    /// systems.
+    pub reply_slots: u16,
+    /// `REPLY_EPHEMERAL_ONLY` if the first reply candidate's local ports are the ephemeral
+    /// range and nothing else (the stateless check needs no more than the policy's range).
+    pub reply_flags: u16,
 }
 
+/// [`PortEntry::reply_flags`]: the first reply candidate admits the ephemeral range only.
+pub const REPLY_EPHEMERAL_ONLY: u16 = 1 << 0;
+
 impl PortEntry {
+    /// A port no rule uses.
+    pub const EMPTY: Self = Self {
+        inbound: 0,
+        reply: 0,
+        first_counter: 0,
+        first_slots: 0,
+        inbound_slots: 0,
+        reply_counter: 0,
+        reply_slots: 0,
+        reply_flags: 0,
+    };
+
     /// The entry for candidate lists at `inbound` and `reply` in `rules` (`PS_RULES`),
-    /// with the summary of the inbound list: its candidates as `classify` visits them (at
-    /// most [`MAX_CHAIN`], up to the one marked [`ENTRY_LAST`]).
+    /// with the summary of the inbound list (its candidates as `classify` visits them: at
+    /// most [`MAX_CHAIN`], up to the one marked [`ENTRY_LAST`]) and of the reply list's
+    /// first candidate.
     pub fn new(inbound: u32, reply: u32, rules: &[RuleEntry]) -> Self {
         let mut e = Self { inbound, reply, ..Self::default() };
+        if reply != 0
+            && let Some(r) = rules.get(reply as usize)
+            && r.systems == 0
+        {
+            e.reply_slots = r.iface_mask as u16;
+            e.reply_counter = r.counter;
+            if r.flags & ENTRY_EPHEMERAL != 0 && r.local_hi == 0 {
+                e.reply_flags = REPLY_EPHEMERAL_ONLY;
+            }
+        }
         if inbound == 0 {
             return e;
         }
@@ -525,7 +559,7 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 1 + 2);
         assert_eq!(size_of::<FlowState>(), 4 + 4 + 8 + 8 + 4 + 4);
         assert_eq!(size_of::<IfaceInfo>(), 8);
-        assert_eq!(size_of::<PortEntry>(), 4 + 4 + 4 + 2 + 2);
+        assert_eq!(size_of::<PortEntry>(), 4 + 4 + 4 + 2 + 2 + 4 + 2 + 2);
         assert_eq!(size_of::<RuleEntry>(), 4 + 4 + 4 + 2 + 2 + 8);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<TokenBucket>(), 24);

@@ -153,10 +153,10 @@ struct Mini {
     state: State,
     policy: Policy,
     ifaces: [IfaceInfo; 3],
-    ports: [(u32, PortEntry); 6],
+    ports: [(u32, PortEntry); 8],
 }
 
-const MINI_RULES: [RuleEntry; 7] = {
+const MINI_RULES: [RuleEntry; 9] = {
     const ALL: u32 = u32::MAX;
     const REPLY: u32 = ENTRY_LAST | ENTRY_REPLY | ENTRY_EPHEMERAL;
     const fn r(flags: u32, counter: u32, iface_mask: u32, local_lo: u16, local_hi: u16, systems: u64) -> RuleEntry {
@@ -171,6 +171,9 @@ const MINI_RULES: [RuleEntry; 7] = {
         r(REPLY, 4, ALL, 123, 123, 0),
         // tcp/5061: only from system 0.
         r(ENTRY_LAST, 5, ALL, 0, 0, 1),
+        // Replies from udp/514, on slot 1 only; from tcp/5063, only from system 0.
+        r(REPLY, 6, 1 << 1, 0, 0, 0),
+        r(REPLY, 7, ALL, 0, 0, 1),
     ]
 };
 
@@ -188,6 +191,8 @@ impl Mini {
             e(L4::Udp, 53, 0, 4),
             e(L4::Udp, 123, 0, 5),
             e(L4::Tcp, 5061, 6, 0),
+            e(L4::Udp, 514, 0, 7),
+            e(L4::Tcp, 5063, 0, 8),
         ];
         Self { state: State { generation: 1, mode }, policy, ifaces, ports }
     }
@@ -205,8 +210,7 @@ impl Tables for Mini {
         Some(self.ifaces.get(ifindex as usize).unwrap_or(&self.ifaces[0]))
     }
     fn port(&self, index: u32) -> Option<&PortEntry> {
-        const NONE: PortEntry = PortEntry { inbound: 0, reply: 0, first_counter: 0, first_slots: 0, inbound_slots: 0 };
-        Some(self.ports.iter().find(|(i, _)| *i == index).map_or(&NONE, |(_, e)| e))
+        Some(self.ports.iter().find(|(i, _)| *i == index).map_or(&PortEntry::EMPTY, |(_, e)| e))
     }
     fn src_systems(&self, key: &[u8; 20]) -> u64 {
         // 198.18.0.2 and fd00::2 are system 0 ("SM"); everything else none.
@@ -416,7 +420,7 @@ fn fast_path_agrees_with_the_general_parser() {
 #[test]
 fn quick_agrees_with_the_walk() {
     use Verdict::*;
-    let ports = [0u16, 22, 53, 123, 124, 443, 5061, 5062, 7000, 8443, 40000];
+    let ports = [0u16, 22, 53, 123, 124, 443, 514, 5061, 5062, 5063, 7000, 8443, 32767, 32768, 40000, 60999, 61000];
     let mut answered = 0;
     for flags in [0, POLICY_STATEFUL, POLICY_SOURCE_SETS, POLICY_STATEFUL | POLICY_SOURCE_SETS] {
         let t = Mini::new(MODE_ENFORCE, flags);
@@ -480,6 +484,11 @@ fn quick_agrees_with_the_walk() {
     assert_eq!(q(tcp(40000, 8443, TCP_SYN), 1), Some(Drop(DropReason::NoRule)));
     assert_eq!(q(tcp(40000, 7000, TCP_SYN), 2), Some(Drop(DropReason::Interface)));
     assert_eq!(q(tcp(5062, 40000, TCP_ACK), 1), Some(Rule(2)));
+    assert_eq!(q(udp(123, 50000), 1), Some(Rule(4)));
+    assert_eq!(q(udp(514, 50000), 1), Some(Rule(6)));
+    // A reply rule on another interface, or bound to systems: the walk's.
+    assert_eq!(q(udp(514, 50000), 2), None);
+    assert_eq!(q(tcp(5063, 50000, TCP_ACK), 1), None);
     // Bound rules and failed reply checks are the walk's.
     assert_eq!(q(tcp(40000, 5061, TCP_SYN), 1), None);
     assert_eq!(q(tcp(5062, 40000, TCP_SYN), 1), None);

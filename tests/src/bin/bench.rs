@@ -690,7 +690,7 @@ fn report(r: &Results) -> (String, Vec<u8>, Option<Vec<u8>>) {
            inlined) instead of `bpf_ktime_get_ns`, and no 64-bit division unless a refill is \
            due; (2) a fast parser for plain TCP/UDP frames (`parse_fast`: constant offsets, \
            16-bit loads, no per-CPU round trip); (3) the port entry carries a summary of its \
-           inbound candidates, so an admitted packet needs no rule-table lookup, and no \
+           candidates, so an admitted packet or a reply needs no rule-table lookup, and no \
            source-address lookup where its rule is unbound (`classify::quick`; with (2) the \
            program's `decide_quick` step); (4) the stateful path's clock is \
            `bpf_ktime_get_coarse_ns`; (5) state, both policies and the interface slots are one \
