@@ -12,7 +12,7 @@
 //!   .policy[generation]             -> Policy { ephemeral range, flags, rules_cap }
 //!   .ifaces[ifindex]                -> IfaceInfo { slot }
 //! PS_PORTS[port_index(gen,l4,port)] -> PortEntry { inbound, reply (heads into PS_RULES),
-//!                                      summary of the inbound list (classify::quick) }
+//!                                      summary of both lists (classify::quick) }
 //! PS_RULES[head..]                  -> RuleEntry, a candidate list ended by ENTRY_LAST
 //! PS_RULE_CNT[slot * rules_cap + counter]   per-CPU Counter
 //! PS_STAT_CNT[slot * STAT_STRIDE + bucket]  per-CPU Counter (pass/drop/would-drop reasons)
@@ -326,8 +326,8 @@ pub struct IfaceInfo {
 
 /// `PS_PORTS[port_index(..)]`: heads of the candidate lists for one protocol and port
 /// (`0` means no list: entry 0 of `PS_RULES` is never used), and a summary of the inbound
-/// list from which the classifier answers most packets without reading `PS_RULES`
-/// (`classify::quick`). Build it with [`PortEntry::new`], never field by field: the
+/// list and of the reply list's first candidate, from which the classifier answers most
+/// packets without reading `PS_RULES` (`classify::quick`). Build it with [`PortEntry::new`], never field by field: the
 /// summary must describe the list exactly as `classify` walks it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -39,6 +39,7 @@ fn try_ps_tc_egress(ctx: &TcContext) -> Option<i32> {
     let policy = maps.policy(state.generation & 1)?;
     // SAFETY: skb is the context the kernel passed.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // `classify::iface_slot`, spelled out: calling it doubles this program's verifier work.
     let slot = match maps.iface(ifindex) {
         Some(i) if i.slot < MAX_IFACES => i.slot,
         _ => 0,

@@ -29,6 +29,13 @@ pub fn sh(cmd: &str) {
     );
 }
 
+/// Write `value` to `/sys/class/net/{path}` of namespace `ns`, through `ip netns exec`,
+/// which mounts the namespace's own /sys (under `nsenter --net` /sys/class/net is the
+/// host's).
+pub fn net_sysfs_write(ns: &str, path: &str, value: &str) {
+    sh(&format!("ip netns exec {ns} sh -c 'echo {value} > /sys/class/net/{path}'"));
+}
+
 /// Run `cmd`, ignore failure.
 pub fn sh_ok(cmd: &str) -> bool {
     Command::new("sh")
@@ -139,12 +146,7 @@ impl Lab {
     /// own ring and NAPI instance per CPU, as RSS gives a NIC.
     pub fn steer_tx(&self, ns: &str, dev: &str, cpus: u32) {
         for cpu in 0..cpus {
-            // `ip netns exec` remounts /sys for the namespace (nsenter --net would show the
-            // host's devices there).
-            sh(&format!(
-                "ip netns exec {ns} sh -c 'echo {:x} > /sys/class/net/{dev}/queues/tx-{cpu}/xps_cpus'",
-                1u32 << cpu
-            ));
+            net_sysfs_write(ns, &format!("{dev}/queues/tx-{cpu}/xps_cpus"), &format!("{:x}", 1u32 << cpu));
         }
     }
 

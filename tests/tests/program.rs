@@ -428,8 +428,8 @@ fn stateful_replies_need_a_tracked_flow() {
 
 /// The verifier's work per program, held under a budget (the kernel's limit is 1M
 /// processed instructions; a program that grows towards it will fail on some kernel).
-/// Measured (`cargo xtask vm-test`, see the README's kernel matrix): ps_xdp 207k on 6.18 and
-/// 183k on 6.1 with the short step (`ps_common::classify::decide_quick`), which the verifier
+/// Measured (`cargo xtask vm-test`, see the README's kernel matrix): ps_xdp 200k on 6.18 and
+/// 198k on 6.1 with the short step (`ps_common::classify::decide_quick`), which the verifier
 /// walks before the whole classifier, and the whole classifier after every place the short
 /// step declines (96k / 113k before the fast parser, 194k / 123k before the short step;
 /// merging the parsers' states through `launder` cost 6 ns per packet for 50k fewer

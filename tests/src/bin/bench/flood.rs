@@ -31,7 +31,7 @@ use ps_common::{
     layout::{STAT_DROP_BASE, TCP_SYN},
     reason::DropReason,
 };
-use ps_tests::{Lab, enter_netns, in_netns};
+use ps_tests::{Lab, enter_netns, in_netns, net_sysfs_write};
 
 /// One receiver's results for one flood.
 pub struct FloodResult {
@@ -218,23 +218,24 @@ fn live(fd: i32, frame: &[u8], ifindex: u32, repeat: u32) -> (f64, f64) {
 
 /// Run this thread on `cpu` only.
 fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread (pid 0).
-    unsafe {
+    pin_thread(0, cpu);
+}
+
+/// Run thread `tid` (0: this one) on `cpu` only.
+fn pin_thread(tid: i32, cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for the thread `tid`.
+    let r = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert!(r == 0, "pin thread {tid} to CPU {cpu}: {}", std::io::Error::last_os_error());
 }
 
 /// Frames `dev`'s XDP program has seen on every receive queue (veth's `ethtool -S`
 /// counters `rx_queue_N_xdp_packets`).
 fn xdp_packets(ns: &str, dev: &str) -> u64 {
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/var/run/netns/{ns}"))
-        .args(["ethtool", "-S", dev])
-        .output()
-        .expect("ethtool (xtask/setup.sh installs it)");
-    String::from_utf8_lossy(&out.stdout)
+    in_ns(ns, &["ethtool", "-S", dev], None)
         .lines()
         .filter_map(|l| {
             let (k, v) = l.trim().split_once(':')?;
@@ -262,23 +263,12 @@ fn napi_threads(dev: &str) -> Vec<i32> {
 /// instances only while an XDP program is attached: call it after the attach.
 fn threaded_napi(ns: &str, cpu: Option<usize>) {
     let before = napi_threads("eth0");
-    let on = cpu.is_some() as u8;
-    let ok = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "sh", "-c", &format!("echo {on} > /sys/class/net/eth0/threaded")])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "set /sys/class/net/eth0/threaded in {ns}");
+    net_sysfs_write(ns, "eth0/threaded", if cpu.is_some() { "1" } else { "0" });
     let Some(cpu) = cpu else { return };
     let new: Vec<i32> = napi_threads("eth0").into_iter().filter(|p| !before.contains(p)).collect();
     assert!(!new.is_empty(), "no NAPI thread appeared for eth0 in {ns}");
     for pid in new {
-        // SAFETY: a zeroed cpu_set_t with one bit set, for the thread `pid`.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
+        pin_thread(pid, cpu);
     }
 }
 
