@@ -23,7 +23,7 @@ use ps_common::{
         Control, Counter, DEFAULT_SRC_ENTRIES, FLOW_CNT_ENTRIES, FLOW_CNT_SEEDED, FLOW_TCP_CLOSING,
         FLOW_TCP_ESTABLISHED, FLOW_TCP_SYN_SENT, FLOW_UDP, FlowKey, FlowState, IfaceInfo, MODE_DRY_RUN, MODE_ENFORCE,
         POLICY_STATEFUL, Policy, PortEntry, RuleEntry, SRC_KEY_HEADER_BITS, STAT_STRIDE, State, port_index,
-        src_key_data,
+        src_key_data, write_port_bits,
     },
     names,
 };
@@ -671,8 +671,12 @@ impl Loaded {
             return Err(LoadError::TooBig { what: "counter slots", needed: set.counters_used() as usize, cap });
         }
         let policy = Policy { rules_cap: cap, ..set.policy };
-        // The idle generation's settings; the flip is a second write (see `Control`).
-        self.update_control(|c| c.policy[g as usize] = policy)?;
+        // The idle generation's settings and port bits; the flip is a second write (see
+        // `Control`).
+        self.update_control(|c| {
+            c.policy[g as usize] = policy;
+            write_port_bits(&mut c.port_bits, g, set.ports.iter().map(|(&(l4, port), e)| (l4, port, e)));
+        })?;
         {
             let mut m: Array<_, RuleEntry> = self.array(names::MAP_RULES)?;
             for (i, e) in set.entries.iter().enumerate().skip(1) {

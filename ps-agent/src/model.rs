@@ -73,6 +73,9 @@ impl Tables for Model<'_> {
         let l4 = if index / 65536 == 0 { L4::Tcp } else { L4::Udp };
         Some(self.set.ports.get(&(l4, (index % 65536) as u16)).unwrap_or(&NO_PORT))
     }
+    fn port_listed(&self, _generation: u32, l4: L4, port: u16, reply: bool) -> bool {
+        self.set.ports.get(&(l4, port)).is_some_and(|e| if reply { e.reply != 0 } else { e.inbound != 0 })
+    }
     fn rule(&self, index: u32) -> Option<&RuleEntry> {
         self.set.entries.get(index as usize)
     }

@@ -30,6 +30,10 @@ pub trait Tables {
     fn iface(&self, ifindex: u32) -> Option<&IfaceInfo>;
     /// `PS_PORTS[index]`.
     fn port(&self, index: u32) -> Option<&PortEntry>;
+    /// Whether `port` has a list of this kind (`reply`: a reply list, else an inbound one)
+    /// in `generation`'s port table: [`Control::port_bits`]. `false` means that head of its
+    /// `PS_PORTS` entry is 0; [`quick`] asks this before it looks the port up.
+    fn port_listed(&self, generation: u32, l4: L4, port: u16, reply: bool) -> bool;
     /// `PS_RULES[index]`.
     fn rule(&self, index: u32) -> Option<&RuleEntry>;
     /// `PS_SRC`: the systems the source address belongs to (longest-prefix match over
@@ -261,9 +265,10 @@ unsafe fn source_systems<T: Tables>(start: usize, end: usize, p: &Packet, genera
 ///   on this interface, is bound to no systems and (stateless) passes the reply checks:
 ///   that rule (stateful: [`Verdict::Tracked`]).
 ///
-/// One port-table lookup for an admitted packet (no rule-table lookup, no source-address
-/// lookup where the rule is unbound), two for a dropped one or a reply (three for a
-/// stateless reply to explicit local ports: the rule holds them).
+/// A dropped packet whose ports no rule names needs no port-table lookup (two port bits);
+/// an admitted packet one (no rule-table lookup, no source-address lookup where the rule is
+/// unbound); a reply two (three for a stateless reply to explicit local ports: the rule
+/// holds them).
 #[inline(always)]
 pub fn quick<T: Tables>(p: &Packet, policy: &Policy, generation: u32, slot: u32, t: &T) -> Option<Verdict> {
     let l4 = match p.proto {
@@ -272,14 +277,22 @@ pub fn quick<T: Tables>(p: &Packet, policy: &Policy, generation: u32, slot: u32,
         _ => return None,
     };
     let bit = 1u16 << (slot & 15);
-    let e = t.port(port_index(generation, l4, p.dport))?;
-    if e.first_slots & bit != 0 {
-        return Some(Verdict::Rule(e.first_counter));
+    // A port no rule names is answered from the port bits, not the port table.
+    let why = if t.port_listed(generation, l4, p.dport, false) {
+        let e = t.port(port_index(generation, l4, p.dport))?;
+        if e.first_slots & bit != 0 {
+            return Some(Verdict::Rule(e.first_counter));
+        }
+        if e.inbound_slots & bit != 0 {
+            return None;
+        }
+        if e.inbound == 0 { DropReason::NoRule } else { DropReason::Interface }
+    } else {
+        DropReason::NoRule
+    };
+    if !t.port_listed(generation, l4, p.sport, true) {
+        return Some(Verdict::Drop(why));
     }
-    if e.inbound_slots & bit != 0 {
-        return None;
-    }
-    let why = if e.inbound == 0 { DropReason::NoRule } else { DropReason::Interface };
     let s = t.port(port_index(generation, l4, p.sport))?;
     if s.reply == 0 {
         return Some(Verdict::Drop(why));

@@ -9,7 +9,7 @@
 //! PS_STATE[0]                       -> Control: everything read before the packet, in one
 //!                                      value (one lookup instead of three):
 //!   .state                          -> State { generation, mode }
-//!   .policy[generation]             -> Policy { ephemeral range, flags, rules_cap }
+//!   .policy[generation]             -> Policy { ephemeral range, flags, rules_cap, timeouts }
 //!   .ifaces[ifindex]                -> IfaceInfo { slot }
 //! PS_PORTS[port_index(gen,l4,port)] -> PortEntry { inbound, reply (heads into PS_RULES),
 //!                                      summary of both lists (classify::quick) }
@@ -164,7 +164,20 @@ pub struct Control {
     pub policy: [Policy; GENERATIONS as usize],
     /// Interface slots by ifindex.
     pub ifaces: [IfaceInfo; MAX_IFINDEX as usize],
+    /// A bit per (generation, transport, list kind, port): whether the port's `PS_PORTS`
+    /// entry has an inbound list, or a reply list ([`port_bit`], [`write_port_bits`]).
+    /// 8 KiB per table, 64 KiB in all: where the port table takes one 24-byte entry per
+    /// port (1.5 MiB per transport and generation), a packet to or from a port no rule
+    /// names is answered from a few cache lines that stay hot, whatever port it picks —
+    /// under a flood over random ports the difference between a cache-resident answer and
+    /// a miss (and a TLB miss) per packet.
+    pub port_bits: [u64; PORT_BITS_WORDS],
 }
+
+/// Words of one table of [`Control::port_bits`] (65,536 ports).
+pub const PORT_BITS_TABLE_WORDS: usize = 65536 / 64;
+/// Words of [`Control::port_bits`]: generations × transports × {inbound, reply}.
+pub const PORT_BITS_WORDS: usize = GENERATIONS as usize * 2 * 2 * PORT_BITS_TABLE_WORDS;
 
 impl Default for Control {
     fn default() -> Self {
@@ -172,6 +185,7 @@ impl Default for Control {
             state: State::default(),
             policy: [Policy::default(); GENERATIONS as usize],
             ifaces: [IfaceInfo::default(); MAX_IFINDEX as usize],
+            port_bits: [0; PORT_BITS_WORDS],
         }
     }
 }
@@ -501,6 +515,45 @@ pub const fn port_index(generation: u32, l4: L4, port: u16) -> u32 {
     (generation & 1) * PORTS_PER_GEN + (l4 as u32) * 65536 + port as u32
 }
 
+/// Where the bit of (`generation`, `l4`, list kind, `port`) lives in [`Control::port_bits`]:
+/// (word, bit). `reply`: the reply-list bit, else the inbound-list bit.
+///
+/// A table is indexed by the port as the frame carries it, in network byte order: in the
+/// program, `port.to_be()` undoes the parser's swap, so the index comes from the 16-bit
+/// load itself. (In the program the word index still needs a mask the verifier can see:
+/// `ps-ebpf/src/maps.rs`, `port_listed`.)
+#[inline(always)]
+pub const fn port_bit(generation: u32, l4: L4, reply: bool, port: u16) -> (usize, u32) {
+    let table = ((generation & 1) * 4 + (l4 as u32) * 2 + reply as u32) as usize;
+    let wire = port.to_be();
+    (table * PORT_BITS_TABLE_WORDS + (wire >> 6) as usize, (wire & 63) as u32)
+}
+
+/// Write `generation`'s part of [`Control::port_bits`] from its port table, given as
+/// (transport, port, entry) with list heads as [`PortEntry`] holds them (0: no list): a
+/// port's inbound bit is set when it has an inbound list, its reply bit when it has a reply
+/// list. The other generation's bits are left alone.
+pub fn write_port_bits<'a>(
+    bits: &mut [u64; PORT_BITS_WORDS],
+    generation: u32,
+    ports: impl IntoIterator<Item = (L4, u16, &'a PortEntry)>,
+) {
+    for l4 in [L4::Tcp, L4::Udp] {
+        for reply in [false, true] {
+            let (w, _) = port_bit(generation, l4, reply, 0);
+            bits[w..w + PORT_BITS_TABLE_WORDS].fill(0);
+        }
+    }
+    for (l4, port, e) in ports {
+        for (reply, head) in [(false, e.inbound), (true, e.reply)] {
+            if head != 0 {
+                let (w, b) = port_bit(generation, l4, reply, port);
+                bits[w] |= 1 << b;
+            }
+        }
+    }
+}
+
 /// Index into `PS_RULE_CNT`.
 #[inline(always)]
 pub const fn rule_counter_index(slot: u32, rules_cap: u32, counter: u32) -> u32 {
@@ -554,7 +607,7 @@ mod tests {
     #[test]
     fn no_hidden_padding() {
         assert_eq!(size_of::<State>(), 8);
-        assert_eq!(size_of::<Control>(), 8 + 2 * size_of::<Policy>() + MAX_IFINDEX as usize * 8);
+        assert_eq!(size_of::<Control>(), 8 + 2 * size_of::<Policy>() + MAX_IFINDEX as usize * 8 + PORT_BITS_WORDS * 8);
         assert_eq!(size_of::<Policy>(), 4 + 4 + 2 + 2 + 4 + 4 * 4);
         assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 1 + 2);
         assert_eq!(size_of::<FlowState>(), 4 + 4 + 8 + 8 + 4 + 4);

@@ -154,6 +154,7 @@ struct Mini {
     policy: Policy,
     ifaces: [IfaceInfo; 3],
     ports: [(u32, PortEntry); 8],
+    port_bits: alloc::boxed::Box<[u64; PORT_BITS_WORDS]>,
 }
 
 const MINI_RULES: [RuleEntry; 9] = {
@@ -179,22 +180,26 @@ const MINI_RULES: [RuleEntry; 9] = {
 
 impl Mini {
     fn new(mode: u32, flags: u32) -> Self {
-        let policy = Policy { flags, rules_cap: 8, ephemeral_lo: 32768, ephemeral_hi: 60999, ..Policy::default() };
         let ifaces = [0, 1, 2].map(|slot| IfaceInfo { slot, flags: 0 });
-        let e = |l4: L4, port: u16, inbound: u32, reply: u32| {
-            (port_index(1, l4, port), PortEntry::new(inbound, reply, &MINI_RULES))
-        };
-        let ports = [
-            e(L4::Tcp, 443, 1, 0),
-            e(L4::Tcp, 7000, 2, 0),
-            e(L4::Tcp, 5062, 0, 3),
-            e(L4::Udp, 53, 0, 4),
-            e(L4::Udp, 123, 0, 5),
-            e(L4::Tcp, 5061, 6, 0),
-            e(L4::Udp, 514, 0, 7),
-            e(L4::Tcp, 5063, 0, 8),
+        let table = [
+            (L4::Tcp, 443, 1, 0),
+            (L4::Tcp, 7000, 2, 0),
+            (L4::Tcp, 5062, 0, 3),
+            (L4::Udp, 53, 0, 4),
+            (L4::Udp, 123, 0, 5),
+            (L4::Tcp, 5061, 6, 0),
+            (L4::Udp, 514, 0, 7),
+            (L4::Tcp, 5063, 0, 8),
         ];
-        Self { state: State { generation: 1, mode }, policy, ifaces, ports }
+        let ports = table.map(|(l4, port, inbound, reply)| {
+            (l4, port, port_index(1, l4, port), PortEntry::new(inbound, reply, &MINI_RULES))
+        });
+        let policy = Policy { flags, rules_cap: 8, ephemeral_lo: 32768, ephemeral_hi: 60999, ..Policy::default() };
+        // The port bits as the agent writes them (into generation 1, the active one).
+        let mut port_bits = alloc::boxed::Box::new([0u64; PORT_BITS_WORDS]);
+        write_port_bits(&mut port_bits, 1, ports.iter().map(|(l4, port, _, e)| (*l4, *port, e)));
+        let ports = ports.map(|(_, _, i, e)| (i, e));
+        Self { state: State { generation: 1, mode }, policy, ifaces, ports, port_bits }
     }
 }
 
@@ -211,6 +216,10 @@ impl Tables for Mini {
     }
     fn port(&self, index: u32) -> Option<&PortEntry> {
         Some(self.ports.iter().find(|(i, _)| *i == index).map_or(&PortEntry::EMPTY, |(_, e)| e))
+    }
+    fn port_listed(&self, generation: u32, l4: L4, port: u16, reply: bool) -> bool {
+        let (w, b) = port_bit(generation, l4, reply, port);
+        self.port_bits[w] >> b & 1 != 0
     }
     fn src_systems(&self, key: &[u8; 20]) -> u64 {
         // 198.18.0.2 and fd00::2 are system 0 ("SM"); everything else none.
@@ -420,7 +429,8 @@ fn fast_path_agrees_with_the_general_parser() {
 #[test]
 fn quick_agrees_with_the_walk() {
     use Verdict::*;
-    let ports = [0u16, 22, 53, 123, 124, 443, 514, 5061, 5062, 5063, 7000, 8443, 32767, 32768, 40000, 60999, 61000];
+    let ports =
+        [0u16, 22, 53, 123, 124, 443, 514, 515, 5061, 5062, 5063, 5064, 7000, 8443, 32767, 32768, 40000, 60999, 61000];
     let mut answered = 0;
     for flags in [0, POLICY_STATEFUL, POLICY_SOURCE_SETS, POLICY_STATEFUL | POLICY_SOURCE_SETS] {
         let t = Mini::new(MODE_ENFORCE, flags);

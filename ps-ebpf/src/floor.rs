@@ -4,13 +4,23 @@
 //! can do (one port lookup, one counter), `ps_drop` only returns `XDP_DROP` (the
 //! XDP_DROP-only receiver of the flood test), and `ps_tx` redirects every frame into the
 //! interface in `PS_TX[0]` (the flood generator: run with BPF_PROG_TEST_RUN in live-frames
-//! mode, it sends frames out of a veth the way a NIC delivers them to its peer).
+//! mode, it sends frames out of a veth the way a NIC delivers them to its peer), and
+//! `ps_tx_spray` does the same over many ports.
 
-use aya_ebpf::{bindings::xdp_action, macros::map, macros::xdp, maps::DevMap, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{DevMap, PerCpuArray},
+    programs::XdpContext,
+};
 
-/// Where `ps_tx` sends frames (set by the benchmark).
+/// Where `ps_tx` and `ps_tx_spray` send frames (set by the benchmark).
 #[map]
 static PS_TX: DevMap = DevMap::with_max_entries(1, 0);
+
+/// `ps_tx_spray`'s frame sequence number, per CPU.
+#[map]
+static PS_TX_SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 #[xdp]
 pub fn ps_floor(_ctx: XdpContext) -> u32 {
@@ -25,6 +35,72 @@ pub fn ps_drop(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn ps_tx(_ctx: XdpContext) -> u32 {
     PS_TX.redirect(0, 0).unwrap_or(xdp_action::XDP_ABORTED)
+}
+
+/// `ps_tx_spray`: `ps_tx` for a flood over many ports. Before it sends a frame (IPv4
+/// without options, TCP or UDP at byte 34) it rewrites the frame's ports to a pseudo-random
+/// pair that the policy in this object's own maps drops as `no_rule` — no inbound candidate
+/// for the destination port, no reply candidate for the source port (the generator's
+/// object is loaded with the receiver's rule set) — and patches the L4 checksum (RFC 1624),
+/// so every receiver sees valid frames spread over the whole port table. The rewrite
+/// persists in the live-frames page, and the next send of that page rewrites it again.
+/// (Up to four draws per frame; after four misses the frame goes out as it is.)
+#[xdp]
+pub fn ps_tx_spray(ctx: XdpContext) -> u32 {
+    use ps_common::layout::{L4, port_index};
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let send = || PS_TX.redirect(0, 0).unwrap_or(xdp_action::XDP_ABORTED);
+    if start + 54 > end {
+        return send();
+    }
+    // SAFETY (all frame accesses): inside the 54 bytes checked above.
+    let (l4, csum_at) = match unsafe { *((start + 23) as *const u8) } {
+        6 => (L4::Tcp, start + 34 + 16),
+        17 => (L4::Udp, start + 34 + 6),
+        _ => return send(),
+    };
+    let (Some(seq), Some(ctl)) = (PS_TX_SEQ.get_ptr_mut(0), crate::maps::PS_STATE.get(0)) else {
+        return send();
+    };
+    let generation = ctl.state.generation & 1;
+    // SAFETY: per-CPU value.
+    let seq = unsafe { &mut *seq };
+    for _ in 0..4 {
+        *seq = seq.wrapping_add(1);
+        // A multiplicative hash of the sequence number: every port, in no cache-friendly order.
+        let x = seq.wrapping_mul(0x9e37_79b1);
+        let (sport, dport) = ((x >> 16) as u16, x as u16);
+        let free = |port: u16, inbound: bool| match crate::maps::PS_PORTS.get(port_index(generation, l4, port)) {
+            Some(e) => {
+                if inbound {
+                    e.inbound == 0
+                } else {
+                    e.reply == 0
+                }
+            }
+            None => false,
+        };
+        if sport == 0 || dport == 0 || !free(dport, true) || !free(sport, false) {
+            continue;
+        }
+        let ports = (start + 34) as *mut [u16; 2];
+        let csum = csum_at as *mut u16;
+        // SAFETY: as above; the ports and the checksum are in the frame.
+        unsafe {
+            let [old_s, old_d] = *ports;
+            let (new_s, new_d) = (sport.to_be(), dport.to_be());
+            *ports = [new_s, new_d];
+            // One's-complement sum: HC' = ~(~HC + ~m + m') for each changed word.
+            let mut sum = !*csum as u32 + !old_s as u32 + new_s as u32 + !old_d as u32 + new_d as u32;
+            sum = (sum & 0xffff) + (sum >> 16);
+            sum = (sum & 0xffff) + (sum >> 16);
+            let c = !(sum as u16);
+            // UDP: 0 means "no checksum"; a computed 0 is sent as 0xffff.
+            *csum = if c == 0 && l4 == L4::Udp { 0xffff } else { c };
+        }
+        break;
+    }
+    send()
 }
 
 /// `ps_bare`: the least an allow-list can do per packet, for the benchmark's reference

@@ -9,7 +9,7 @@ use ps_common::{
     classify::Tables,
     layout::{
         Control, Counter, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_SRC_ENTRIES, FLOW_CNT_ENTRIES, FlowKey, FlowState,
-        IfaceInfo, Policy, PortEntry, RuleEntry, State, TokenBucket,
+        IfaceInfo, L4, PORT_BITS_WORDS, Policy, PortEntry, RuleEntry, State, TokenBucket, port_bit,
     },
     observe::{DropKey, DropScratch, DropVal, EVENTS_BYTES, Epoch, WDROP_ENTRIES},
 };
@@ -78,6 +78,16 @@ impl Tables for Maps {
     #[inline(always)]
     fn port(&self, index: u32) -> Option<&PortEntry> {
         PS_PORTS.get(index)
+    }
+    #[inline(always)]
+    fn port_listed(&self, generation: u32, l4: L4, port: u16, reply: bool) -> bool {
+        let (w, b) = port_bit(generation, l4, reply, port);
+        // The word index is an OR of unknown values (table and port), and 6.1's verifier
+        // keeps no range across an OR of two unknowns: hidden from LLVM, the mask below
+        // survives, and gives the verifier its bound (LLVM would drop it as redundant).
+        let w = core::hint::black_box(w) & (PORT_BITS_WORDS - 1);
+        // (Out of range cannot happen; "listed" would send the packet to the port table.)
+        self.ctl.port_bits.get(w).is_none_or(|x| x >> b & 1 != 0)
     }
     #[inline(always)]
     fn rule(&self, index: u32) -> Option<&RuleEntry> {

@@ -123,9 +123,11 @@ impl Lab {
         for ns in [&lab.ps, &lab.a, &lab.b] {
             sh(&format!("ip netns add {ns}"));
             sh(&format!("ip -n {ns} link set lo up"));
-            // Answer every probe: no ICMP error rate limit inside the lab.
+            // Answer every probe: no ICMP error rate limit inside the lab. `-e`: on older
+            // kernels icmp_msgs_per_sec and icmp_msgs_burst are global, absent from a
+            // namespace's /proc/sys (5.10, `cargo xtask vm-test`); the global limit holds there.
             sh(&format!(
-                "nsenter --net=/var/run/netns/{ns} sysctl -qw net.ipv4.icmp_ratelimit=0 net.ipv6.icmp.ratelimit=0 net.ipv4.icmp_msgs_per_sec=100000 net.ipv4.icmp_msgs_burst=10000"
+                "nsenter --net=/var/run/netns/{ns} sysctl -e -qw net.ipv4.icmp_ratelimit=0 net.ipv6.icmp.ratelimit=0 net.ipv4.icmp_msgs_per_sec=100000 net.ipv4.icmp_msgs_burst=10000"
             ));
         }
         for (i, peer) in [(0, &lab.a), (1, &lab.b)] {

@@ -3,7 +3,9 @@
 //! built here — busybox, the program-test binary, `ip`, `nsenter` and `sysctl` with their
 //! shared libraries, the veth module — runs the program tests (BPF_PROG_TEST_RUN) there,
 //! and reads the results and the verifier's instruction counts off the serial console.
-//! The running kernel gets the same tests natively, as one more row.
+//! The running kernel gets the same tests natively, as one more row. Kernels too old for
+//! the program tests (below [`MIN_KERNEL`]) still boot, and run only the test that loads
+//! the object: the row then says whether the kernel accepts the program, and if not, why.
 //!
 //! The budgets are not repeated here: `verifier_cost_stays_within_budget`
 //! (tests/tests/program.rs) prints each program's count with its budget, and this task
@@ -22,8 +24,9 @@ use anyhow::{Context as _, bail};
 
 /// The program tests need the `xdp_md` context in BPF_PROG_TEST_RUN, with
 /// `ingress_ifindex` (kernel 5.15, commit 47316f4a3053 "bpf: Support input xdp_md context
-/// in BPF_PROG_TEST_RUN"): below it every case fails with EINVAL, so such kernels are
-/// skipped. README, "Prerequisites and kernels", documents the same floor.
+/// in BPF_PROG_TEST_RUN"): below it every case fails with EINVAL, so such kernels run only
+/// [`COST_TEST`], which loads the object without running it ([`Scope::LoadOnly`]). README,
+/// "Prerequisites and kernels", documents the same floor.
 const MIN_KERNEL: (u32, u32) = (5, 15);
 
 /// `bpf_prog_info.verified_insns` exists from 5.16 (commit aba64c7da983 "bpf: Add
@@ -38,6 +41,35 @@ const KVM_BOOT_SECS: u64 = 30;
 
 /// Markers the init script and the host run print around the test output.
 const MARK: &str = "PS-VM";
+
+/// How [`COST_TEST`] begins its panic message when the object does not load (the
+/// loader's error follows, on the same line): the reason a kernel rejected it, when no
+/// verifier log names one (a map, BTF, or the object itself).
+const LOAD_FAILED: &str = "the object did not load: ";
+
+/// What runs on a kernel.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// All the program tests.
+    Full,
+    /// Below [`MIN_KERNEL`]: only [`COST_TEST`], to learn whether the kernel accepts the
+    /// object. A rejection there is a finding, not a failure.
+    LoadOnly,
+}
+
+impl Scope {
+    fn of(release: (u32, u32)) -> Self {
+        if release < MIN_KERNEL { Scope::LoadOnly } else { Scope::Full }
+    }
+
+    /// Test runs, each closing with a libtest summary.
+    fn runs(self) -> usize {
+        match self {
+            Scope::Full => 2,
+            Scope::LoadOnly => 1,
+        }
+    }
+}
 
 /// Options of the task.
 pub struct Opts {
@@ -60,21 +92,44 @@ struct Outcome {
     result: Result<Report, String>,
 }
 
-#[derive(Default)]
 struct Report {
     release: String,
+    scope: Scope,
     passed: Vec<String>,
     failed: Vec<String>,
     /// Program → (verified instructions if reported, budget).
     verified: BTreeMap<String, (Option<u64>, Option<u64>)>,
+    /// Why the object did not load: the verifier's error line per program (from the
+    /// verifier logs the init script prints), else the loader's message.
+    rejected: Vec<String>,
     /// Problems beyond failed tests (timeout, no summary, budget, missing count).
     problems: Vec<String>,
     log: PathBuf,
 }
 
 impl Report {
+    /// Whether the row counts as passed. Below the minimum a rejection is what the row is
+    /// there to record; only a broken run (timeout, crash, a failure that is no load error)
+    /// fails it.
     fn ok(&self) -> bool {
-        self.failed.is_empty() && self.problems.is_empty() && !self.passed.is_empty()
+        match self.scope {
+            Scope::Full => self.failed.is_empty() && self.problems.is_empty() && !self.passed.is_empty(),
+            Scope::LoadOnly => self.problems.is_empty() && (!self.passed.is_empty() || !self.rejected.is_empty()),
+        }
+    }
+
+    /// The result column: `pass`, `FAIL`, or below the minimum whether the kernel accepted
+    /// the object.
+    fn verdict(&self) -> String {
+        let rejected = || format!("rejected: {}", self.rejected.join("; "));
+        match (self.scope, self.ok()) {
+            (Scope::Full, true) => "pass".into(),
+            (Scope::Full, false) if self.rejected.is_empty() => "FAIL".into(),
+            (Scope::Full, false) => format!("FAIL, {}", rejected()),
+            (Scope::LoadOnly, false) => "FAIL (below the minimum: the load test did not run through)".into(),
+            (Scope::LoadOnly, true) if self.rejected.is_empty() => "below the minimum: accepted".into(),
+            (Scope::LoadOnly, true) => format!("below the minimum: {}", rejected()),
+        }
     }
 }
 
@@ -157,9 +212,10 @@ fn build_tests(root: &Path, cargo: impl Fn() -> Command) -> anyhow::Result<PathB
 /// its own `/run/netns`, so its lab namespaces cannot collide with a suite running beside it.
 fn host_run(bin: &Path, vm: &Path) -> anyhow::Result<Outcome> {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let scope = version(&release).map_or(Scope::Full, Scope::of);
     let script = format!(
         "set -u; mkdir -p /run/netns && mount -t tmpfs ps-vm-test /run/netns || exit 1\n{}",
-        test_script(&bin.display().to_string())
+        test_script(&bin.display().to_string(), scope)
     );
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
@@ -167,7 +223,7 @@ fn host_run(bin: &Path, vm: &Path) -> anyhow::Result<Outcome> {
     eprintln!("[xtask] the program tests on the running kernel {release} (log: {})", log.display());
     let timeout = Duration::from_secs(300);
     let (lines, hung) = capture(cmd, &log, timeout, timeout)?;
-    let mut r = parse(&lines, hung != Hung::No, &release);
+    let mut r = parse(&lines, hung != Hung::No, &release, scope);
     if hung != Hung::No {
         r.problems.push(format!("timed out after {} s", timeout.as_secs()));
     }
@@ -176,14 +232,17 @@ fn host_run(bin: &Path, vm: &Path) -> anyhow::Result<Outcome> {
 }
 
 /// What runs the tests, in the VM's /init and on the host: the cost test alone with
-/// `--nocapture` (its counts), everything else captured.
-fn test_script(bin: &str) -> String {
+/// `--nocapture` (its counts, or the loader's error), everything else captured, and below
+/// the minimum nothing else.
+fn test_script(bin: &str, scope: Scope) -> String {
+    let others = match scope {
+        Scope::Full => format!("\"{bin}\" --test-threads=1 --skip {COST_TEST}\necho \"{MARK} exit $?\"\n"),
+        Scope::LoadOnly => String::new(),
+    };
     format!(
         r#"echo "{MARK} kernel $(uname -r)"
 echo "{MARK} btf $([ -e /sys/kernel/btf/vmlinux ] && echo yes || echo no)"
-"{bin}" --test-threads=1 --skip {COST_TEST}
-echo "{MARK} exit $?"
-"{bin}" --test-threads=1 --exact {COST_TEST} --nocapture
+{others}"{bin}" --test-threads=1 --exact {COST_TEST} --nocapture
 echo "{MARK} exit $?"
 echo "{MARK} done"
 "#
@@ -191,7 +250,7 @@ echo "{MARK} done"
 }
 
 /// The VM's /init.
-fn init_script() -> String {
+fn init_script(scope: Scope) -> String {
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /run /tmp
@@ -214,13 +273,15 @@ for f in /tmp/verifier-*.log; do
   echo "{MARK} verifier log $f (last 80 lines)"
   tail -n 80 "$f"
 done
+echo "{MARK} end"
 poweroff -f
 "#,
-        test_script("/ps/program")
+        test_script("/ps/program", scope)
     )
 }
 
-/// The files every kernel's initramfs shares: (path in the image, mode, contents).
+/// The files every kernel's initramfs shares (its `/init` is added per kernel, see
+/// [`init_script`]): (path in the image, mode, contents).
 type Entry = (String, u32, Vec<u8>);
 
 fn initramfs_base(vm: &Path, bin: &Path) -> anyhow::Result<Vec<Entry>> {
@@ -246,7 +307,6 @@ fn initramfs_base(vm: &Path, bin: &Path) -> anyhow::Result<Vec<Entry>> {
     for lib in libs {
         add(lib.strip_prefix("/").unwrap_or(&lib).to_str().unwrap(), &lib)?;
     }
-    files.push(("init".into(), 0o755, init_script().into_bytes()));
     Ok(files)
 }
 
@@ -374,20 +434,22 @@ fn boot(
 ) -> anyhow::Result<Outcome> {
     let release = bzimage_release(image).unwrap_or_else(|| "unknown".into());
     let kvm = fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
-    let skip = |reason: String| Ok(Outcome { kernel: release.clone(), how: "QEMU".into(), result: Err(reason) });
-    match version(&release) {
-        None => return skip(format!("{name}: cannot read the kernel release from {}", image.display())),
-        Some(v) if v < MIN_KERNEL => {
-            return skip(format!(
-                "below {}.{}: BPF_PROG_TEST_RUN takes no xdp_md context (ingress_ifindex) before 5.15",
-                MIN_KERNEL.0, MIN_KERNEL.1
-            ));
-        }
-        Some(_) => {}
+    let Some(scope) = version(&release).map(Scope::of) else {
+        let reason = format!("{name}: cannot read the kernel release from {}", image.display());
+        return Ok(Outcome { kernel: release, how: "QEMU".into(), result: Err(reason) });
+    };
+    if scope == Scope::LoadOnly {
+        eprintln!(
+            "[xtask] {release} is below {}.{} (BPF_PROG_TEST_RUN takes no xdp_md context, ingress_ifindex, \
+             before 5.15): only {COST_TEST} runs there, to see whether the kernel accepts the object",
+            MIN_KERNEL.0, MIN_KERNEL.1
+        );
     }
     let mut files = base.to_vec();
+    files.push(("init".into(), 0o755, init_script(scope).into_bytes()));
     if let Some(m) = module {
-        files.push(("lib/modules/veth.ko".into(), 0o644, fs::read(m)?));
+        let data = fs::read(m).with_context(|| format!("failed to read {} (rerun xtask/vm-setup.sh)", m.display()))?;
+        files.push(("lib/modules/veth.ko".into(), 0o644, data));
     }
     let initrd = vm.join(format!("initramfs-{release}.cpio"));
     write_cpio(&initrd, &files)?;
@@ -434,7 +496,7 @@ fn boot(
         }
     };
     eprintln!("[xtask] {release}: {:.1} s", t0.elapsed().as_secs_f64());
-    let mut r = parse(&lines, hung != Hung::No, &release);
+    let mut r = parse(&lines, hung != Hung::No, &release, scope);
     if hung != Hung::No {
         r.problems.push(format!("timed out after {} s", timeout.as_secs()));
     }
@@ -499,12 +561,26 @@ enum Hung {
 
 /// Read the libtest output: `test NAME ... ok|FAILED|ignored` (with `--nocapture` the
 /// verdict may come on a later line, after the test's own output), the counts the cost
-/// test prints, and the markers.
-fn parse(lines: &[String], timed_out: bool, release: &str) -> Report {
-    let mut r = Report { release: release.to_string(), ..Report::default() };
+/// test prints, the markers, and when the object did not load, why: the verifier logs the
+/// init script prints after the tests, else the loader's message (after [`LOAD_FAILED`]).
+fn parse(lines: &[String], timed_out: bool, release: &str, scope: Scope) -> Report {
+    let mut r = Report {
+        release: release.to_string(),
+        scope,
+        passed: vec![],
+        failed: vec![],
+        verified: BTreeMap::new(),
+        rejected: vec![],
+        problems: vec![],
+        log: PathBuf::new(),
+    };
     let mut pending: Option<String> = None;
     let mut summaries = 0;
     let mut done = false;
+    // Program → the end of its verifier log; the program whose log is being read.
+    let mut logs: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    let mut in_log: Option<String> = None;
+    let mut load_failed: Option<String> = None;
     let verdict = |s: &str| matches!(s, "ok" | "FAILED" | "ignored");
     let record = |r: &mut Report, name: String, v: &str| match v {
         "ok" => r.passed.push(name),
@@ -513,6 +589,28 @@ fn parse(lines: &[String], timed_out: bool, release: &str) -> Report {
     };
     for line in lines {
         let line = line.trim();
+        // `PS-VM verifier log /tmp/verifier-ps_xdp.log (last 80 lines)`, then the log up to
+        // the next marker.
+        if line.starts_with(MARK) {
+            in_log = line
+                .strip_prefix(&format!("{MARK} verifier log "))
+                .and_then(|rest| rest.split_whitespace().next()?.rsplit('/').next()?.strip_prefix("verifier-"))
+                .and_then(|f| f.strip_suffix(".log"))
+                .map(str::to_string);
+            if let Some(prog) = &in_log {
+                logs.entry(prog.clone()).or_default();
+                continue;
+            }
+        }
+        if let Some(prog) = &in_log {
+            logs.get_mut(prog).expect("entry made at the marker").push(line);
+            continue;
+        }
+        if load_failed.is_none()
+            && let Some(at) = line.find(LOAD_FAILED)
+        {
+            load_failed = Some(line[at + LOAD_FAILED.len()..].to_string());
+        }
         if let Some(rest) = line.strip_prefix(&format!("{MARK} kernel ")) {
             r.release = rest.to_string();
         }
@@ -548,8 +646,21 @@ fn parse(lines: &[String], timed_out: bool, release: &str) -> Report {
     if !done && !timed_out {
         r.problems.push("the run ended before its last marker (crash or panic?)".into());
     }
-    if summaries < 2 && !timed_out {
-        r.problems.push(format!("{summaries} of 2 test summaries seen"));
+    if summaries < scope.runs() && !timed_out {
+        r.problems.push(format!("{summaries} of {} test summaries seen", scope.runs()));
+    }
+    for (prog, log) in &logs {
+        if let Some(error) = verifier_error(log) {
+            r.rejected.push(format!("{prog}: {error}"));
+        }
+    }
+    if r.rejected.is_empty()
+        && let Some(message) = load_failed
+    {
+        r.rejected.push(message);
+    }
+    if scope == Scope::LoadOnly && r.rejected.is_empty() && r.failed.iter().any(|f| f == COST_TEST) {
+        r.problems.push(format!("{COST_TEST} failed, but not in loading the object (see the log)"));
     }
     let reports_count = version(&r.release).is_some_and(|v| v >= VERIFIED_INSNS_KERNEL);
     if r.verified.is_empty() && r.failed.iter().all(|f| f != COST_TEST) {
@@ -566,6 +677,24 @@ fn parse(lines: &[String], timed_out: bool, release: &str) -> Report {
         }
     }
     r
+}
+
+/// Why the verifier stopped, from the end of its log: the line before its statistics
+/// (`processed N insns ...`, after `verification time` and `stack depth` where the loader
+/// asks for them, as aya does), which is where it prints the error (5.10: `invalid func
+/// unknown#160`); without statistics the last line that is neither an instruction
+/// (`123: (85) call ...`) nor a source or kernel message (`; ...`, `[ 12.3] ...`).
+fn verifier_error(log: &[&str]) -> Option<String> {
+    let end = log.iter().rposition(|l| l.starts_with("processed ")).unwrap_or(log.len());
+    let noise = |l: &str| {
+        l.is_empty()
+            || l.starts_with("verification time")
+            || l.starts_with("stack depth")
+            || l.starts_with(';')
+            || l.starts_with('[')
+            || l.split_once(": ").is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+    };
+    log[..end].iter().rev().find(|l| !noise(l)).map(|l| l.to_string())
 }
 
 /// `ps_xdp: 258000 instructions verified (budget 300000)` or
@@ -590,9 +719,18 @@ fn print_outcome(o: &Outcome) {
     match &o.result {
         Err(reason) => println!("   skipped: {reason}\n"),
         Ok(r) => {
+            if r.scope == Scope::LoadOnly {
+                println!(
+                    "   below the minimum ({}.{}, the program tests' floor): only {COST_TEST} ran",
+                    MIN_KERNEL.0, MIN_KERNEL.1
+                );
+            }
             println!("   tests: {} passed, {} failed", r.passed.len(), r.failed.len());
             for f in &r.failed {
                 println!("   FAILED {f}");
+            }
+            for why in &r.rejected {
+                println!("   rejected: {why}");
             }
             println!("   {:<14} {:>10} {:>10}", "program", "verified", "budget");
             for (prog, (n, b)) in &r.verified {
@@ -603,7 +741,7 @@ fn print_outcome(o: &Outcome) {
             for p in &r.problems {
                 println!("   problem: {p}");
             }
-            println!("   {} (log: {})\n", if r.ok() { "PASS" } else { "FAIL" }, r.log.display());
+            println!("   {} (log: {})\n", r.verdict(), r.log.display());
         }
     }
 }
@@ -619,16 +757,66 @@ fn print_matrix(outcomes: &[Outcome]) {
                 let count = |p: &str| {
                     r.verified.get(p).map_or("-".to_string(), |(n, _)| n.map_or("n/a".into(), |n| n.to_string()))
                 };
+                let tests = match r.scope {
+                    Scope::Full => format!("{}/{}", r.passed.len(), r.passed.len() + r.failed.len()),
+                    Scope::LoadOnly => "load".into(),
+                };
                 println!(
                     "{:<28} {:<20} {:>7} {:>10} {:>13}  {}",
                     r.release,
                     o.how,
-                    format!("{}/{}", r.passed.len(), r.passed.len() + r.failed.len()),
+                    tests,
                     count("ps_xdp"),
                     count("ps_tc_egress"),
-                    if r.ok() { "pass" } else { "FAIL" }
+                    r.verdict()
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_string).collect()
+    }
+
+    /// What 5.10 printed (cut): the cost test fails, the verifier log names the helper.
+    #[test]
+    fn below_the_minimum_rejected() {
+        let out = lines(
+            "PS-VM kernel 5.10.0-32-amd64\nPS-VM btf yes\nrunning 1 test\n\
+             test verifier_cost_stays_within_budget ... \n\
+             thread '<unnamed>' (142) panicked at tests/tests/program.rs:451:33:\n\
+             the object did not load: the kernel verifier rejected program `ps_xdp`: Invalid argument\n\
+             FAILED\ntest result: FAILED. 0 passed; 1 failed\nPS-VM exit 101\nPS-VM done\n\
+             PS-VM verifier log /tmp/verifier-ps_xdp.log (last 80 lines)\n; fun()\n\
+             2749: (85) call unknown#160\ninvalid func unknown#160\nverification time 1167015 usec\n\
+             stack depth 368+24+32+0+0\nprocessed 7460 insns (limit 1000000) max_states_per_insn 5\n\
+             PS-VM end\n[   14.782051] reboot: Power down",
+        );
+        let r = parse(&out, false, "5.10.0-32-amd64", Scope::LoadOnly);
+        assert!(r.ok(), "{:?}", r.problems);
+        assert_eq!(r.verdict(), "below the minimum: rejected: ps_xdp: invalid func unknown#160");
+    }
+
+    #[test]
+    fn below_the_minimum_accepted_or_broken() {
+        let accepted = lines(
+            "PS-VM kernel 5.10.0\nrunning 1 test\ntest verifier_cost_stays_within_budget ... \n\
+             ps_xdp: verified instructions not reported (budget 300000; kernel before 5.16)\n\
+             ps_tc_egress: verified instructions not reported (budget 50000; kernel before 5.16)\n\
+             ok\ntest result: ok. 1 passed\nPS-VM exit 0\nPS-VM done\nPS-VM end",
+        );
+        assert_eq!(parse(&accepted, false, "5.10.0", Scope::LoadOnly).verdict(), "below the minimum: accepted");
+        // A failure before the load (the lab, here) is no finding about the kernel.
+        let broken = lines(
+            "PS-VM kernel 5.10.0\ntest verifier_cost_stays_within_budget ... \n\
+             thread 'x' panicked at tests/src/lib.rs:24:5:\n`sysctl` failed\nFAILED\n\
+             test result: FAILED. 0 passed; 1 failed\nPS-VM exit 101\nPS-VM done\nPS-VM end",
+        );
+        assert!(!parse(&broken, false, "5.10.0", Scope::LoadOnly).ok());
     }
 }

@@ -71,13 +71,19 @@ pub struct ThreadedResult {
     pub rounds: Vec<(f64, u64, Option<u64>)>,
 }
 
-/// The legitimate flow's throughput through one receiver: alone, and under a flood.
+/// The legitimate flow's throughput through one receiver: alone, and under each flood of
+/// [`FLOW_FLOODS`].
 pub struct FlowResult {
     /// Receiver.
     pub receiver: &'static str,
-    /// Per round: (Gbit/s alone, Gbit/s under the flood, flood frames sent meanwhile).
-    pub rounds: Vec<(f64, f64, u64)>,
+    /// Per round: Gbit/s alone, and per flood (Gbit/s under it, flood frames sent meanwhile).
+    pub rounds: Vec<(f64, [(f64, u64); 2])>,
 }
+
+/// The floods the legitimate flow runs under (indexes into the flood list: UDP and TCP SYN
+/// to the unlisted port), and their names in the report.
+const FLOW_FLOODS: [usize; 2] = [0, 1];
+pub const FLOW_FLOOD_NAMES: [&str; 2] = ["UDP", "TCP SYN"];
 
 fn mac(ns: &str, dev: &str) -> [u8; 6] {
     let out = std::process::Command::new("ip").args(["-n", ns, "-j", "link", "show", "dev", dev]).output().unwrap();
@@ -98,14 +104,17 @@ fn csum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// A minimal IPv4 frame from a's veth0 to ps eth0 with a valid IP header checksum (the
-/// stack drops bad ones before netfilter's input hook), UDP or TCP SYN to `dport`.
+/// A minimal IPv4 frame from a's veth0 to ps eth0, UDP or TCP SYN to `dport`, with valid
+/// IP and L4 checksums: the stack drops a bad IP checksum before netfilter's input hook,
+/// and conntrack marks a bad L4 checksum invalid without tracking it (cheaper than a real
+/// flood's frames, which it must track).
 fn flood_frame(dst: [u8; 6], src: [u8; 6], tcp: bool, dport: u16) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&dst);
     f.extend_from_slice(&src);
     f.extend_from_slice(&[0x08, 0x00]);
-    let l4: Vec<u8> = if tcp {
+    let (proto, csum_at) = if tcp { (6u8, 16) } else { (17u8, 6) };
+    let mut l4: Vec<u8> = if tcp {
         let mut t = vec![0u8; 20];
         t[0..2].copy_from_slice(&40000u16.to_be_bytes());
         t[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -120,13 +129,39 @@ fn flood_frame(dst: [u8; 6], src: [u8; 6], tcp: bool, dport: u16) -> Vec<u8> {
         u[4..6].copy_from_slice(&26u16.to_be_bytes());
         u
     };
-    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, if tcp { 6 } else { 17 }, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1];
+    let (saddr, daddr) = ([198, 18, 0, 2], [198, 18, 0, 1]);
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0];
+    ip.extend_from_slice(&saddr);
+    ip.extend_from_slice(&daddr);
     ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
     let c = csum(&ip);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
+    // The L4 checksum covers the pseudo-header: addresses, protocol, L4 length.
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&saddr);
+    pseudo.extend_from_slice(&daddr);
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(&l4);
+    let c = match csum(&pseudo) {
+        0 if !tcp => 0xffff,
+        c => c,
+    };
+    l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
     f.extend_from_slice(&ip);
     f.extend_from_slice(&l4);
     f
+}
+
+/// Whether the L4 checksum of a [`flood_frame`]-shaped frame (IPv4, no options) is valid:
+/// the one's-complement sum over pseudo-header and segment is 0xffff.
+fn l4_csum_ok(f: &[u8]) -> bool {
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&f[26..34]);
+    pseudo.extend_from_slice(&[0, f[23]]);
+    pseudo.extend_from_slice(&((f.len() - 34) as u16).to_be_bytes());
+    pseudo.extend_from_slice(&f[34..]);
+    csum(&pseudo) == 0
 }
 
 fn nft_sets(set: &RuleSet) -> String {
@@ -340,22 +375,57 @@ fn legit_flow(lab: &Lab, flood: Option<(i32, Vec<u8>, u32)>) -> (f64, u64) {
     ((b1 - b0) as f64 * 8.0 / secs / 1e9, s1 - s0)
 }
 
-/// The generator: `ps_tx` in namespace a, redirecting into veth0. (The loaded object, to
-/// keep; veth0's ifindex; the program's fd for live-frames test runs.)
-fn generator(lab: &Lab, set: &RuleSet) -> (Loaded, u32, i32) {
+/// The generator: `ps_tx` and `ps_tx_spray` in namespace a, redirecting into veth0, in an
+/// object loaded with the receiver's rule set (`ps_tx_spray` reads its port table). (The
+/// loaded object, to keep; veth0's ifindex; the two programs' fds for live-frames test
+/// runs.)
+fn generator(lab: &Lab, set: &RuleSet) -> (Loaded, u32, i32, i32) {
     let set = set.clone();
     in_netns(&lab.a, move || {
         let veth0 = ps_agent::load::ifindex("veth0").unwrap();
         let mut l = Loaded::load(&set, &[], &LoadOptions::new(Mode::Enforce)).unwrap();
-        {
-            let x: &mut aya::programs::Xdp = l.ebpf_mut().program_mut("ps_tx").unwrap().try_into().unwrap();
+        for name in ["ps_tx", "ps_tx_spray"] {
+            let x: &mut aya::programs::Xdp = l.ebpf_mut().program_mut(name).unwrap().try_into().unwrap();
             x.load().unwrap();
         }
         let mut m: aya::maps::DevMap<_> = aya::maps::DevMap::try_from(l.ebpf_mut().map_mut("PS_TX").unwrap()).unwrap();
         m.set(0, veth0, None, 0).unwrap();
-        let fd = l.ebpf().program("ps_tx").unwrap().fd().unwrap().as_fd().as_raw_fd();
-        (l, veth0, fd)
+        let fd = |name: &str| l.ebpf().program(name).unwrap().fd().unwrap().as_fd().as_raw_fd();
+        let (tx, spray) = (fd("ps_tx"), fd("ps_tx_spray"));
+        (l, veth0, tx, spray)
     })
+}
+
+/// Check `ps_tx_spray` on `frame` before it floods anything: over 2,000 runs (BPF_PROG_TEST_RUN,
+/// not live: the frame comes back) it redirects, keeps the L4 checksum valid, spreads the
+/// ports (at least 1,900 distinct destination ports), and every frame it makes is one the
+/// receiver's policy drops as `no_rule` on eth0 (the host classifier says so).
+fn check_spray(fd: i32, frame: &[u8], set: &RuleSet) {
+    const XDP_REDIRECT: u32 = 4;
+    let model = ps_agent::model::Model::new(set, Mode::Enforce);
+    let mut dports = std::collections::BTreeSet::new();
+    for _ in 0..2000 {
+        let mut out = vec![0u8; frame.len()];
+        let mut attr = [0u64; 16];
+        attr[0] = fd as u32 as u64;
+        attr[1] = frame.len() as u64 | (out.len() as u64) << 32;
+        attr[2] = frame.as_ptr() as u64;
+        attr[3] = out.as_mut_ptr() as u64;
+        attr[4] = 1;
+        // SAFETY: a zeroed 128-byte bpf_attr for BPF_PROG_TEST_RUN; the buffers outlive the call.
+        let r = unsafe { libc::syscall(libc::SYS_bpf, 10 as libc::c_long, attr.as_mut_ptr(), 128usize) };
+        assert!(r == 0, "test run of ps_tx_spray: {}", std::io::Error::last_os_error());
+        assert_eq!(attr[0] >> 32, XDP_REDIRECT as u64, "ps_tx_spray must redirect");
+        assert!(l4_csum_ok(&out), "ps_tx_spray broke the L4 checksum: {out:02x?}");
+        let d = model.decide(&out, 1);
+        assert_eq!(
+            d.verdict,
+            ps_common::classify::Verdict::Drop(DropReason::NoRule),
+            "a sprayed frame the policy does not drop as no_rule: {out:02x?}"
+        );
+        dports.insert(u16::from_be_bytes([out[36], out[37]]));
+    }
+    assert!(dports.len() >= 1900, "ps_tx_spray used only {} destination ports", dports.len());
 }
 
 /// Run the flood benchmark.
@@ -370,10 +440,8 @@ pub fn flood(
     let ipt_export = ps_agent::export::iptables(set, &meta, false).unwrap();
     let eth0_mac = mac(&lab.ps, "eth0");
     let veth_mac = mac(&lab.a, "veth0");
-    let floods = [
-        ("UDP, no rule", flood_frame(eth0_mac, veth_mac, false, 7200)),
-        ("TCP SYN, no rule", flood_frame(eth0_mac, veth_mac, true, 7200)),
-    ];
+    let (udp, syn) = (flood_frame(eth0_mac, veth_mac, false, 7200), flood_frame(eth0_mac, veth_mac, true, 7200));
+    assert!(l4_csum_ok(&udp) && l4_csum_ok(&syn), "flood frames with bad L4 checksums");
     // Receiver side: ps_xdp with the matrix on eth0, and the reference programs.
     let rx_set = set.clone();
     let mut rx = in_netns(&lab.ps, move || {
@@ -385,7 +453,18 @@ pub fn flood(
         }
         (l, eth0)
     });
-    let (generator, veth0, gen_fd) = generator(lab, set);
+    let (generator, veth0, tx_fd, spray_fd) = generator(lab, set);
+    // (Not live: the namespace does not matter.)
+    check_spray(spray_fd, &udp, set);
+    check_spray(spray_fd, &syn, set);
+    // (name, frame, generator program); the threaded section runs the first THREADED.
+    let floods = [
+        ("UDP, no rule", udp.clone(), tx_fd),
+        ("TCP SYN, no rule", syn.clone(), tx_fd),
+        ("UDP, random ports", udp, spray_fd),
+        ("TCP SYN, random ports", syn, spray_fd),
+    ];
+    const THREADED: usize = 2;
     let sets = nft_sets(set);
     let mut results: Vec<FloodResult> = Vec::new();
     // The legitimate flow, through every receiver that admits it.
@@ -393,9 +472,11 @@ pub fn flood(
         RECEIVERS.iter().skip(1).map(|&receiver| FlowResult { receiver, rounds: vec![] }).collect();
     let mut threaded: Vec<ThreadedResult> = Vec::new();
     for receiver in RECEIVERS {
-        for &(flood, _) in &floods {
+        for (fi, &(flood, _, _)) in floods.iter().enumerate() {
             results.push(FloodResult { receiver, flood, frames: frames as u64, rounds: vec![] });
-            threaded.push(ThreadedResult { receiver, flood, frames: frames as u64, rounds: vec![] });
+            if fi < THREADED {
+                threaded.push(ThreadedResult { receiver, flood, frames: frames as u64, rounds: vec![] });
+            }
         }
     }
     for round in 0..rounds {
@@ -439,7 +520,7 @@ pub fn flood(
                 }
                 _ => {}
             }
-            for (fi, (_, frame)) in floods.iter().enumerate() {
+            for (fi, &(_, ref frame, gen_fd)) in floods.iter().enumerate() {
                 let count = |rx: &(Loaded, u32)| -> Option<u64> {
                     match ri {
                         1 => Some(
@@ -465,7 +546,7 @@ pub fn flood(
             // The same floods with eth0's NAPI on a thread of its own on CPU 1, the generator
             // on CPU 0: the receiver's own rate, no longer sharing a CPU with the sender.
             threaded_napi(&lab.ps, Some(1));
-            for (fi, (_, frame)) in floods.iter().enumerate() {
+            for (fi, &(_, ref frame, gen_fd)) in floods.iter().take(THREADED).enumerate() {
                 let count = |rx: &(Loaded, u32)| -> Option<u64> {
                     (ri == 1).then(|| {
                         rx.0.counters().unwrap().stats[1][(STAT_DROP_BASE + DropReason::NoRule as u32) as usize].packets
@@ -481,13 +562,13 @@ pub fn flood(
                 std::thread::sleep(std::time::Duration::from_millis(50));
                 let (seen1, after) = (xdp_packets(&lab.ps, "eth0"), count(&rx));
                 let got = before.zip(after).map(|(b, a)| a - b);
-                threaded[ri * floods.len() + fi].rounds.push((wall, seen1 - seen0, got));
+                threaded[ri * THREADED + fi].rounds.push((wall, seen1 - seen0, got));
             }
             threaded_napi(&lab.ps, None);
             if ri > 0 {
-                let alone = legit_flow(lab, None);
-                let flooded = legit_flow(lab, Some((gen_fd, floods[0].1.clone(), veth0)));
-                flows[ri - 1].rounds.push((alone.0, flooded.0, flooded.1));
+                let alone = legit_flow(lab, None).0;
+                let flooded = FLOW_FLOODS.map(|fi| legit_flow(lab, Some((floods[fi].2, floods[fi].1.clone(), veth0))));
+                flows[ri - 1].rounds.push((alone, flooded));
             }
             // Tear it down.
             match ri {
@@ -535,7 +616,7 @@ pub fn flood_scale(lab: &Lab, sets: &[(usize, RuleSet)], frames: u32) -> Vec<Sca
     let eth0_mac = mac(&lab.ps, "eth0");
     let veth_mac = mac(&lab.a, "veth0");
     let frame = flood_frame(eth0_mac, veth_mac, false, 65001);
-    let (generator, veth0, gen_fd) = generator(lab, &sets[0].1);
+    let (generator, veth0, gen_fd, _) = generator(lab, &sets[0].1);
     let meta = ps_agent::export::ExportMeta { product: "scale".into(), policy: "scale".into() };
     let mut out: Vec<ScaleResult> = ["ps-agent", "nftables input (export)", "iptables (export)"]
         .into_iter()
