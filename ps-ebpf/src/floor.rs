@@ -70,15 +70,10 @@ pub fn ps_tx_spray(ctx: XdpContext) -> u32 {
         // A multiplicative hash of the sequence number: every port, in no cache-friendly order.
         let x = seq.wrapping_mul(0x9e37_79b1);
         let (sport, dport) = ((x >> 16) as u16, x as u16);
-        let free = |port: u16, inbound: bool| match crate::maps::PS_PORTS.get(port_index(generation, l4, port)) {
-            Some(e) => {
-                if inbound {
-                    e.inbound == 0
-                } else {
-                    e.reply == 0
-                }
-            }
-            None => false,
+        let free = |port: u16, inbound: bool| {
+            crate::maps::PS_PORTS
+                .get(port_index(generation, l4, port))
+                .is_some_and(|e| (if inbound { e.inbound } else { e.reply }) == 0)
         };
         if sport == 0 || dport == 0 || !free(dport, true) || !free(sport, false) {
             continue;

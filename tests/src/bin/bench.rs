@@ -673,7 +673,7 @@ fn report(r: &Results) -> (String, Vec<u8>, Option<Vec<u8>>) {
            of that yardstick left at its first bound check on every IPv4 frame and looked free; \
            the bench now checks that it reaches the port table on both families.) ps-agent's \
            semantics on top — the frame's length checks, the generation and mode, the interface \
-           slot and per-interface counters, replies, the drop path's events — cost it \
+           slot and per-interface counters, replies, the port-bit tests, the drop path's events — cost it \
            {over_bare:.0} ns more than `bare`. xdp-filter spends {xf_added:.0} ns above the same \
            floor; in the flood test below a frame costs ~{flood_floor:.0} ns end to end with \
            XDP_DROP only.\n\
