@@ -516,17 +516,12 @@ pub const fn port_index(generation: u32, l4: L4, port: u16) -> u32 {
 }
 
 /// Where the bit of (`generation`, `l4`, list kind, `port`) lives in [`Control::port_bits`]:
-/// (word, bit). `reply`: the reply-list bit, else the inbound-list bit.
-///
-/// A table is indexed by the port as the frame carries it, in network byte order: in the
-/// program, `port.to_be()` undoes the parser's swap, so the index comes from the 16-bit
-/// load itself. (In the program the word index still needs a mask the verifier can see:
-/// `ps-ebpf/src/maps.rs`, `port_listed`.)
+/// (word, bit). `reply`: the reply-list bit, else the inbound-list bit. (In the program the
+/// word index also needs a mask the verifier can see: `ps-ebpf/src/maps.rs`, `port_listed`.)
 #[inline(always)]
 pub const fn port_bit(generation: u32, l4: L4, reply: bool, port: u16) -> (usize, u32) {
     let table = ((generation & 1) * 4 + (l4 as u32) * 2 + reply as u32) as usize;
-    let wire = port.to_be();
-    (table * PORT_BITS_TABLE_WORDS + (wire >> 6) as usize, (wire & 63) as u32)
+    (table * PORT_BITS_TABLE_WORDS + (port >> 6) as usize, (port & 63) as u32)
 }
 
 /// Write `generation`'s part of [`Control::port_bits`] from its port table, given as

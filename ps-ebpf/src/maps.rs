@@ -82,9 +82,10 @@ impl Tables for Maps {
     #[inline(always)]
     fn port_listed(&self, generation: u32, l4: L4, port: u16, reply: bool) -> bool {
         let (w, b) = port_bit(generation, l4, reply, port);
-        // The word index is an OR of unknown values (table and port), and 6.1's verifier
-        // keeps no range across an OR of two unknowns: hidden from LLVM, the mask below
-        // survives, and gives the verifier its bound (LLVM would drop it as redundant).
+        // The word index is an OR of unknown values (table and port, the port out of a
+        // byte swap), and 6.1's verifier keeps no range across either: hidden from LLVM,
+        // the mask below survives, and gives the verifier its bound (LLVM would drop it
+        // as redundant).
         let w = core::hint::black_box(w) & (PORT_BITS_WORDS - 1);
         // (Out of range cannot happen; "listed" would send the packet to the port table.)
         self.ctl.port_bits.get(w).is_none_or(|x| x >> b & 1 != 0)

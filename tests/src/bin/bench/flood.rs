@@ -245,9 +245,7 @@ fn live(fd: i32, frame: &[u8], ifindex: u32, repeat: u32) -> (f64, f64) {
     attr[8] = 1 << 1; // BPF_F_TEST_XDP_LIVE_FRAMES
     attr[9] = 64; // batch_size
     let (t0, c0) = (Instant::now(), cpu_s());
-    // SAFETY: as in the bench's `bpf`: a zeroed 128-byte bpf_attr.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, 10 as libc::c_long, attr.as_mut_ptr(), 128usize) };
-    assert!(r == 0, "live-frames test run: {}", std::io::Error::last_os_error());
+    super::bpf(super::BPF_PROG_TEST_RUN, &mut attr).unwrap_or_else(|e| panic!("live-frames test run: {e}"));
     (t0.elapsed().as_secs_f64(), cpu_s() - c0)
 }
 
@@ -412,9 +410,8 @@ fn check_spray(fd: i32, frame: &[u8], set: &RuleSet) {
         attr[2] = frame.as_ptr() as u64;
         attr[3] = out.as_mut_ptr() as u64;
         attr[4] = 1;
-        // SAFETY: a zeroed 128-byte bpf_attr for BPF_PROG_TEST_RUN; the buffers outlive the call.
-        let r = unsafe { libc::syscall(libc::SYS_bpf, 10 as libc::c_long, attr.as_mut_ptr(), 128usize) };
-        assert!(r == 0, "test run of ps_tx_spray: {}", std::io::Error::last_os_error());
+        // (The buffers outlive the call.)
+        super::bpf(super::BPF_PROG_TEST_RUN, &mut attr).unwrap_or_else(|e| panic!("test run of ps_tx_spray: {e}"));
         assert_eq!(attr[0] >> 32, XDP_REDIRECT as u64, "ps_tx_spray must redirect");
         assert!(l4_csum_ok(&out), "ps_tx_spray broke the L4 checksum: {out:02x?}");
         let d = model.decide(&out, 1);
