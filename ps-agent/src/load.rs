@@ -82,7 +82,7 @@ pub enum LoadError {
         hint: &'static str,
     },
     /// The verifier rejected the program.
-    #[error("the kernel verifier rejected program `{program}`: {summary}\nfull verifier log: {log}")]
+    #[error("the kernel verifier rejected program `{program}`: {summary}\nfull verifier log: {log}\n{hint}")]
     Verifier {
         /// Program.
         program: &'static str,
@@ -90,6 +90,8 @@ pub enum LoadError {
         summary: String,
         /// Where the whole log is.
         log: String,
+        /// What to do ([`verifier_hint`]).
+        hint: &'static str,
     },
     /// Another program operation failed.
     #[error("failed to {action} program `{program}`: {source}")]
@@ -910,6 +912,19 @@ fn missing_map(name: &'static str) -> LoadError {
     }
 }
 
+/// What an operator can do about a verifier rejection, from its log.
+pub fn verifier_hint(log: &str) -> &'static str {
+    if log.contains("invalid func unknown#") || log.contains("unknown func") {
+        "this kernel lacks a BPF helper the program calls (it needs 5.11 or newer; 5.10 rejects it \
+         this way): `ps-agent doctor` checks the kernel; until it is upgraded, enforce the same rule \
+         set with netfilter: `ps-agent export --format nftables|iptables`"
+    } else {
+        "`ps-agent doctor` checks the kernel (the program is tested on 5.15 and newer); until the \
+         program loads, enforce the same rule set with netfilter: `ps-agent export --format \
+         nftables|iptables`"
+    }
+}
+
 fn load_error(program: &'static str, e: ProgramError, log_dir: &Path) -> LoadError {
     match e {
         ProgramError::LoadError { io_error, verifier_log } => {
@@ -921,7 +936,7 @@ fn load_error(program: &'static str, e: ProgramError, log_dir: &Path) -> LoadErr
                 .unwrap_or_else(|e| format!("(could not write {}: {e})", path.display()));
             let tail: Vec<&str> = text.lines().rev().take(6).collect();
             let summary = format!("{io_error}; {}", tail.into_iter().rev().collect::<Vec<_>>().join(" / "));
-            LoadError::Verifier { program, summary, log: saved }
+            LoadError::Verifier { program, summary, log: saved, hint: verifier_hint(&text) }
         }
         source => LoadError::Program { action: "load", program, source: Box::new(source) },
     }
@@ -1200,6 +1215,25 @@ mod tests {
         compile::{HostFacts, compile},
         config::Config,
     };
+
+    #[test]
+    fn verifier_rejections_say_what_to_do() {
+        // 5.10's answer to `bpf_ktime_get_coarse_ns` (cargo xtask vm-test).
+        let old = "7460: (85) call unknown#160\ninvalid func unknown#160\nprocessed 7460 insns";
+        assert!(verifier_hint(old).contains("5.11"), "{}", verifier_hint(old));
+        let other = "R1 offset is outside of the packet";
+        for log in [old, other] {
+            let h = verifier_hint(log);
+            assert!(h.contains("ps-agent doctor") && h.contains("ps-agent export --format"), "{h}");
+        }
+        let e = LoadError::Verifier {
+            program: "ps_xdp",
+            summary: "x".into(),
+            log: "/tmp/l".into(),
+            hint: verifier_hint(old),
+        };
+        assert!(e.to_string().ends_with(verifier_hint(old)), "{e}");
+    }
 
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100C6C6:AFC8 0200C6C6:13C6 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
