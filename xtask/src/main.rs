@@ -79,8 +79,8 @@ enum Task {
         seconds: u64,
     },
     /// The kernel matrix: boot Debian's kernels (the machine's own suite, 6.1 generic and
-    /// cloud; other suites from VM_SUITES: 6.12, 7.x, 5.10) under QEMU with a small
-    /// initramfs, run the program tests there and on the running kernel, print results and
+    /// cloud; other suites from VM_SUITES: 6.12, 7.x, 5.10) and Ubuntu's (VM_UBUNTU: 5.11 to
+    /// 6.0, 6.8) under QEMU with a small initramfs, run the program tests there and on the running kernel, print results and
     /// verified instructions per program per kernel; fail on a failed test or a program over
     /// its verifier budget. Below 5.15 only the load test runs: whether the kernel accepts
     /// the program, and if not, why. Not part of `test`. Installs QEMU and fetches the
