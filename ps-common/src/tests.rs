@@ -153,11 +153,11 @@ struct Mini {
     state: State,
     policy: Policy,
     ifaces: [IfaceInfo; 3],
-    ports: [(u32, PortEntry); 8],
+    ports: [(u32, PortEntry); 9],
     port_bits: alloc::boxed::Box<[u64; PORT_BITS_WORDS]>,
 }
 
-const MINI_RULES: [RuleEntry; 9] = {
+const MINI_RULES: [RuleEntry; 10] = {
     const ALL: u32 = u32::MAX;
     const REPLY: u32 = ENTRY_LAST | ENTRY_REPLY | ENTRY_EPHEMERAL;
     const fn r(flags: u32, counter: u32, iface_mask: u32, local_lo: u16, local_hi: u16, systems: u64) -> RuleEntry {
@@ -175,6 +175,8 @@ const MINI_RULES: [RuleEntry; 9] = {
         // Replies from udp/514, on slot 1 only; from tcp/5063, only from system 0.
         r(REPLY, 6, 1 << 1, 0, 0, 0),
         r(REPLY, 7, ALL, 0, 0, 1),
+        // Replies from tcp/5064 to local port 5070 only (not the ephemeral range).
+        r(ENTRY_LAST | ENTRY_REPLY, 8, ALL, 5070, 5070, 0),
     ]
 };
 
@@ -190,11 +192,12 @@ impl Mini {
             (L4::Tcp, 5061, 6, 0),
             (L4::Udp, 514, 0, 7),
             (L4::Tcp, 5063, 0, 8),
+            (L4::Tcp, 5064, 0, 9),
         ];
         let ports = table.map(|(l4, port, inbound, reply)| {
             (l4, port, port_index(1, l4, port), PortEntry::new(inbound, reply, &MINI_RULES))
         });
-        let policy = Policy { flags, rules_cap: 8, ephemeral_lo: 32768, ephemeral_hi: 60999, ..Policy::default() };
+        let policy = Policy { flags, rules_cap: 9, ephemeral_lo: 32768, ephemeral_hi: 60999, ..Policy::default() };
         // The port bits as the agent writes them (into generation 1, the active one).
         let mut port_bits = alloc::boxed::Box::new([0u64; PORT_BITS_WORDS]);
         write_port_bits(&mut port_bits, 1, ports.iter().map(|(l4, port, _, e)| (*l4, *port, e)));
@@ -429,8 +432,10 @@ fn fast_path_agrees_with_the_general_parser() {
 #[test]
 fn quick_agrees_with_the_walk() {
     use Verdict::*;
-    let ports =
-        [0u16, 22, 53, 123, 124, 443, 514, 515, 5061, 5062, 5063, 5064, 7000, 8443, 32767, 32768, 40000, 60999, 61000];
+    let ports = [
+        0u16, 22, 53, 123, 124, 443, 514, 515, 5061, 5062, 5063, 5064, 5070, 7000, 8443, 32767, 32768, 40000, 60999,
+        61000,
+    ];
     let mut answered = 0;
     for flags in [0, POLICY_STATEFUL, POLICY_SOURCE_SETS, POLICY_STATEFUL | POLICY_SOURCE_SETS] {
         let t = Mini::new(MODE_ENFORCE, flags);
@@ -494,7 +499,14 @@ fn quick_agrees_with_the_walk() {
     assert_eq!(q(tcp(40000, 8443, TCP_SYN), 1), Some(Drop(DropReason::NoRule)));
     assert_eq!(q(tcp(40000, 7000, TCP_SYN), 2), Some(Drop(DropReason::Interface)));
     assert_eq!(q(tcp(5062, 40000, TCP_ACK), 1), Some(Rule(2)));
+    // Explicit and ephemeral local ports: both from the rule.
     assert_eq!(q(udp(123, 50000), 1), Some(Rule(4)));
+    assert_eq!(q(udp(123, 123), 1), Some(Rule(4)));
+    let entry = |port| PortEntry::new(0, port, &MINI_RULES).reply_flags;
+    assert_eq!((entry(3), entry(5), entry(9)), (REPLY_EPHEMERAL_ONLY, 0, 0));
+    // Explicit only: the rule admits its port, and the walk refuses the ephemeral range.
+    assert_eq!(q(tcp(5064, 5070, TCP_ACK), 1), Some(Rule(8)));
+    assert_eq!(q(tcp(5064, 40000, TCP_ACK), 1), None);
     assert_eq!(q(udp(514, 50000), 1), Some(Rule(6)));
     // A reply rule on another interface, or bound to systems: the walk's.
     assert_eq!(q(udp(514, 50000), 2), None);

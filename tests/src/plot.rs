@@ -263,8 +263,11 @@ fn glyph(c: char) -> [u8; 7] {
 /// A line chart with a log-10 x axis: title, axis labels, x ticks at the data's x values,
 /// y from 0 to the largest value (rounded up), a legend.
 pub fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Vec<u8> {
-    let (w, h) = (960i64, 600i64);
-    let (left, right, top, bottom) = (90i64, 300i64, 60i64, 70i64);
+    // The legend's column is as wide as its longest label (the plot area stays 570 wide).
+    let legend = series.iter().map(|s| Canvas::text_width(&s.label, 2)).max().unwrap_or(0);
+    let right = (legend + 62).max(300);
+    let (w, h) = (660 + right, 600i64);
+    let (left, top, bottom) = (90i64, 60i64, 70i64);
     let mut c = Canvas::new(w as usize, h as usize);
     let black = [0, 0, 0];
     let grey = [210, 210, 210];

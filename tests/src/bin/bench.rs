@@ -239,7 +239,7 @@ fn run(rounds: usize, repeat: u32, flood_rounds: usize, flood_frames: u32, quick
     control.extend(control_rest);
     // xdp-filter in deny mode with the matrix's ports, on eth0 through libxdp's dispatcher
     // and on eth1 directly (LIBXDP_SKIP_DISPATCHER).
-    let xdp_filter = if quick { String::new() } else { setup_xdp_filter(lab, &shipped) };
+    let mut xdp_filter = if quick { String::new() } else { setup_xdp_filter(lab, &shipped) };
     let (eth0, eth1) =
         in_netns(&lab.ps, || (ps_agent::load::ifindex("eth0").unwrap(), ps_agent::load::ifindex("eth1").unwrap()));
     let progs = in_netns(&lab.ps, || {
@@ -247,6 +247,7 @@ fn run(rounds: usize, repeat: u32, flood_rounds: usize, flood_frames: u32, quick
         let p1 = ps_agent::coexist::detect("eth1").unwrap();
         (p0.first().map(|p| (p.id, p.name.clone())), p1.first().map(|p| (p.id, p.name.clone())))
     });
+    let direct_id = progs.1.as_ref().map(|p| p.0);
     let mut fds = Vec::new();
     for (label, prog, ifindex) in [("xdp-filter", progs.1, eth1), ("xdp-filter+dispatcher", progs.0, eth0)] {
         let Some((id, name)) = prog else {
@@ -295,6 +296,21 @@ fn run(rounds: usize, repeat: u32, flood_rounds: usize, flood_frames: u32, quick
         }
         cases
     });
+    // xdp-filter at each rule count of the scale series: its port table refilled with each
+    // set's ports, measured against the floor in rounds of their own.
+    let mut cases = cases;
+    if !quick && let Some(id) = direct_id {
+        let sets = scale_sets(&SCALE_SIZES, &shipped, &host);
+        let floor = cases.iter().find(|c| c.group == "floor").map(|c| c.fd).unwrap();
+        let shipped = shipped.clone();
+        let (more, entries) =
+            in_netns(&lab.ps, move || xdp_filter_scale(id, &shipped, &sets, floor, (eth0, eth1), rounds, repeat));
+        cases.extend(more);
+        xdp_filter.push_str(&format!(
+            "; for the scale series, the port entries of each rule set (xdp-filter keys its table by \
+             port alone: a TCP and a UDP rule on one port share an entry): {entries}"
+        ));
+    }
     drop(fds);
     teardown_xdp_filter(lab);
     let (floods, flows, threaded) = if flood_rounds > 0 {
@@ -305,16 +321,7 @@ fn run(rounds: usize, repeat: u32, flood_rounds: usize, flood_frames: u32, quick
     // The flood at 30, 1,000 and 10,000 rules (the same generated configs as the scale
     // series), against the exported netfilter rule sets.
     let flood_scale = if flood_rounds > 0 {
-        let sets: Vec<(usize, RuleSet)> = FLOOD_SCALE_SIZES
-            .iter()
-            .map(|&total| {
-                let (text, _) = scale_config(total - shipped.rules.len(), &shipped);
-                let matrix = Matrix::shipped();
-                let site = Site::parse(&text, "scale.toml", &matrix).unwrap();
-                (total, compile(&Config { matrix, site }, &host).unwrap())
-            })
-            .collect();
-        flood::flood_scale(lab, &sets, flood_frames)
+        flood::flood_scale(lab, &scale_sets(&FLOOD_SCALE_SIZES, &shipped, &host), flood_frames)
     } else {
         vec![]
     };
@@ -442,15 +449,12 @@ fn measure_setup(shipped: RuleSet, shipped_compile: Duration, extra_text: String
     keep.push(a);
     keep.push(b);
     // Scale: the matrix plus generated rules on distinct ports.
-    let totals: &[usize] = if quick { &[] } else { &[30, 1_000, 10_000, 100_000] };
+    let totals: &[usize] = if quick { &[] } else { &SCALE_SIZES };
     for &total in totals {
         let extra = total - shipped.rules.len();
         let text = if total == 100_000 { extra_text.clone() } else { scale_config(extra, &shipped).0 };
         let t0 = Instant::now();
-        let matrix = Matrix::shipped();
-        let site = Site::parse(&text, "scale.toml", &matrix).unwrap();
-        let cfg = Config { matrix, site };
-        let set = compile(&cfg, &host).unwrap();
+        let set = compile_scale(&text, &host);
         let pc = t0.elapsed();
         assert_eq!(set.rules.len(), total, "rules compiled for {total}");
         let t0 = Instant::now();
@@ -548,6 +552,151 @@ fn teardown_xdp_filter(lab: &Lab) {
         let _ = xdp_filter(lab, "", &format!("unload {iface}"));
     }
     let _ = sh_out(&format!("umount {XDP_FILTER_BPFFS}"));
+}
+
+/// Rule counts of the scale series.
+const SCALE_SIZES: [usize; 4] = [30, 1_000, 10_000, 100_000];
+
+/// The scale series' rule sets at `sizes`: the matrix plus generated rules.
+fn scale_sets(sizes: &[usize], shipped: &RuleSet, host: &HostFacts) -> Vec<(usize, RuleSet)> {
+    sizes
+        .iter()
+        .map(|&total| (total, compile_scale(&scale_config(total - shipped.rules.len(), shipped).0, host)))
+        .collect()
+}
+
+/// Compile a generated scale config (`scale_config`'s text).
+fn compile_scale(text: &str, host: &HostFacts) -> RuleSet {
+    let matrix = Matrix::shipped();
+    let site = Site::parse(text, "scale.toml", &matrix).unwrap();
+    compile(&Config { matrix, site }, host).unwrap()
+}
+
+/// xdp-filter's flags for port entries (xdp-tools' `common_kern_user.h`).
+const XF_SRC: u64 = 1 << 0;
+const XF_DST: u64 = 1 << 1;
+const XF_TCP: u64 = 1 << 2;
+const XF_UDP: u64 = 1 << 3;
+
+/// The port table (`filter_ports`: a per-CPU array of 65,536 words, indexed by the port in
+/// network byte order, flags in the low bits and a hit counter above `XF_COUNTER_SHIFT`) of
+/// the xdp-filter program `prog_id`.
+fn xdp_filter_ports(prog_id: u32) -> aya::maps::PerCpuArray<aya::maps::MapData, u64> {
+    let info = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == prog_id)
+        .unwrap_or_else(|| panic!("xdp-filter program {prog_id} is gone"));
+    let map = info
+        .map_ids()
+        .unwrap()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|id| aya::maps::MapData::from_id(id).unwrap())
+        .find(|m| m.info().ok().and_then(|i| i.name_as_str().map(|n| n == "filter_ports")).unwrap_or(false))
+        .expect("xdp-filter's filter_ports map");
+    aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(map)).unwrap()
+}
+
+/// Where xdp-filter's hit counter starts in a port word.
+const XF_COUNTER_SHIFT: u32 = 6;
+
+/// The flags `setup_xdp_filter` gives each port for `set` (`xdp-filter port P -m dst|src
+/// -p tcp|udp`, one call per list), indexed by port.
+fn xdp_filter_flags(set: &RuleSet) -> Vec<u64> {
+    let mut flags = vec![0u64; 65_536];
+    for (&(l4, port), e) in &set.ports {
+        let proto = match l4 {
+            ps_common::layout::L4::Tcp => XF_TCP,
+            ps_common::layout::L4::Udp => XF_UDP,
+        };
+        let f = &mut flags[port as usize];
+        if e.inbound != 0 {
+            *f |= XF_DST | proto;
+        }
+        if e.reply != 0 {
+            *f |= XF_SRC | proto;
+        }
+    }
+    flags
+}
+
+/// Fill xdp-filter's port table with `set`'s ports: what the CLI writes, without a process
+/// per port. Every index is written, so the previous set's ports go. Returns the number of
+/// ports with an entry.
+fn fill_xdp_filter_ports(prog_id: u32, set: &RuleSet) -> usize {
+    let mut ports = xdp_filter_ports(prog_id);
+    let flags = xdp_filter_flags(set);
+    let cpus = aya::util::nr_cpus().unwrap();
+    for (port, &f) in flags.iter().enumerate() {
+        let values = aya::maps::PerCpuValues::try_from(vec![f; cpus]).unwrap();
+        ports.set((port as u16).to_be() as u32, values, 0).unwrap();
+    }
+    flags.iter().filter(|&&f| f != 0).count()
+}
+
+/// Check that the table the CLI wrote for `set` is what [`fill_xdp_filter_ports`] would
+/// write (flags only: the counters above them have counted the main rounds).
+fn check_xdp_filter_flags(prog_id: u32, set: &RuleSet) {
+    let ports = xdp_filter_ports(prog_id);
+    for (port, &f) in xdp_filter_flags(set).iter().enumerate() {
+        let got = ports.get(&((port as u16).to_be() as u32), 0).unwrap();
+        for v in got.iter() {
+            assert_eq!(v & ((1 << XF_COUNTER_SHIFT) - 1), f, "xdp-filter's flags for port {port}");
+        }
+    }
+}
+
+/// xdp-filter (program `prog_id`, directly attached: eth1's) with each scale set's ports,
+/// on the scale frames, interleaved with the floor in every round. Runs inside the lab
+/// namespace. Also says how many port entries each set took. First checks that the CLI
+/// wrote `shipped`'s ports (the main rounds) the way the table is filled here.
+fn xdp_filter_scale(
+    prog_id: u32,
+    shipped: &RuleSet,
+    sets: &[(usize, RuleSet)],
+    floor: RawFd,
+    (eth0, eth1): (u32, u32),
+    rounds: usize,
+    repeat: u32,
+) -> (Vec<Case>, String) {
+    let fd = prog_fd_by_id(prog_id);
+    check_xdp_filter_flags(prog_id, shipped);
+    let (mut out, mut entries_text) = (Vec::new(), Vec::new());
+    for (total, set) in sets {
+        let entries = fill_xdp_filter_ports(prog_id, set);
+        let mut cases = Vec::new();
+        for (what, frame, expect) in scale_frames() {
+            let ifindex = if expect == XDP_DROP { eth1 } else { eth0 };
+            for (group, fd, expect) in [
+                (format!("floor xdp-filter {total}"), floor, XDP_PASS),
+                (format!("xdp-filter {total}"), fd.as_raw_fd(), expect),
+            ] {
+                let (action, _, _) = test_run(fd, &frame, ifindex, 1);
+                assert_eq!(action, expect, "{group} / {what}: action {action}, expected {expect}");
+                cases.push(Case {
+                    group,
+                    label: what.into(),
+                    fd,
+                    frame: frame.clone(),
+                    ifindex,
+                    expect,
+                    samples: vec![],
+                    kernel_ns: vec![],
+                });
+            }
+        }
+        for _ in 0..rounds {
+            for c in cases.iter_mut() {
+                let (_, wall, kns) = test_run(c.fd, &c.frame, c.ifindex, repeat);
+                c.samples.push(wall);
+                c.kernel_ns.push(kns as f64);
+            }
+        }
+        eprintln!("xdp-filter with {total} rules' ports ({entries} port entries) done");
+        entries_text.push(format!("{entries} at {total} rules"));
+        out.extend(cases);
+    }
+    (out, entries_text.join(", "))
 }
 
 fn find<'a>(r: &'a Results, group: &str, label: &str) -> Option<&'a Case> {
@@ -725,10 +874,13 @@ fn report(r: &Results) -> (String, Vec<u8>, Option<Vec<u8>>) {
          TCP/443 allowed (IPv4, IPv6) and UDP/65001 dropped (no rule). A lookup is one array \
          index by (protocol, port), whatever the rule count.\n"
     );
-    let _ = writeln!(md, "| rules | IPv4 allowed ns | IPv4 dropped ns | IPv6 allowed ns | IPv4 allowed / floor |");
-    let _ = writeln!(md, "|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "| rules | IPv4 allowed ns | IPv4 dropped ns | IPv6 allowed ns | IPv4 allowed / floor | xdp-filter IPv4 allowed ns | xdp-filter IPv4 dropped ns | xdp-filter IPv6 allowed ns | ps-agent / xdp-filter (IPv4 allowed) |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let floor = find(r, "floor", "IPv4 allowed").map(Case::median).unwrap_or(f64::NAN);
-    let sizes = [30usize, 1_000, 10_000, 100_000];
+    let sizes = SCALE_SIZES;
     let mut series: Vec<plot::Series> = Vec::new();
     let colors = [[31, 119, 180], [214, 39, 40], [44, 160, 44]];
     for (i, (label, _, _)) in scale_frames().iter().enumerate() {
@@ -741,13 +893,19 @@ fn report(r: &Results) -> (String, Vec<u8>, Option<Vec<u8>>) {
     for n in sizes {
         let g = format!("ps-agent {n}");
         let m = |l: &str| find(r, &g, l).map(Case::median).unwrap_or(f64::NAN);
+        let xg = format!("xdp-filter {n}");
+        let x = |l: &str| find(r, &xg, l).map(Case::median).unwrap_or(f64::NAN);
         let _ = writeln!(
             md,
-            "| {n} | {:.1} | {:.1} | {:.1} | {:.2}× |",
+            "| {n} | {:.1} | {:.1} | {:.1} | {:.2}× | {:.1} | {:.1} | {:.1} | {:.2}× |",
             m("IPv4 allowed"),
             m("IPv4 dropped"),
             m("IPv6 allowed"),
-            m("IPv4 allowed") / floor
+            m("IPv4 allowed") / floor,
+            x("IPv4 allowed"),
+            x("IPv4 dropped"),
+            x("IPv6 allowed"),
+            m("IPv4 allowed") / x("IPv4 allowed")
         );
     }
     {
@@ -755,7 +913,7 @@ fn report(r: &Results) -> (String, Vec<u8>, Option<Vec<u8>>) {
         let m = |l: &str| find(r, g, l).map(Case::median).unwrap_or(f64::NAN);
         let _ = writeln!(
             md,
-            "| PS matrix + 10,000 source prefixes | {:.1} | {:.1} | {:.1} | {:.2}× |",
+            "| PS matrix + 10,000 source prefixes | {:.1} | {:.1} | {:.1} | {:.2}× | – | – | – | – |",
             m("IPv4 allowed"),
             m("IPv4 dropped"),
             m("IPv6 allowed"),
@@ -770,12 +928,16 @@ fn report(r: &Results) -> (String, Vec<u8>, Option<Vec<u8>>) {
     }
     let flat = |v: f64| sizes.iter().map(|n| (*n as f64, v)).collect::<Vec<_>>();
     series.push(plot::Series { label: "floor (XDP_PASS)".into(), color: [0, 0, 0], points: flat(floor), dashed: true });
-    if let Some(x) = find(r, "xdp-filter", "IPv4 allowed") {
+    let xf: Vec<(f64, f64)> = sizes
+        .iter()
+        .filter_map(|n| find(r, &format!("xdp-filter {n}"), "IPv4 allowed").map(|c| (*n as f64, c.median())))
+        .collect();
+    if !xf.is_empty() {
         series.push(plot::Series {
-            label: "xdp-filter (matrix)".into(),
+            label: "xdp-filter IPv4 allowed".into(),
             color: [255, 127, 14],
-            points: flat(x.median()),
-            dashed: true,
+            points: xf,
+            dashed: false,
         });
     }
     let png = plot::chart(
@@ -787,9 +949,20 @@ fn report(r: &Results) -> (String, Vec<u8>, Option<Vec<u8>>) {
     let _ = writeln!(md, "\n![cost vs rule count](tests/bench/cost-vs-rules.png)\n");
     let _ = writeln!(
         md,
-        "Dashed: the floor and xdp-filter with the matrix's ports (IPv4 allowed), measured \
-         once and drawn flat for reference; xdp-filter's port table is an array indexed by \
-         port too, but was not loaded with 1,000+ ports here.\n"
+        "Dashed: the floor (IPv4 allowed), measured once and drawn flat for reference. \
+         xdp-filter (deny policy: an allow-list) at each size has its port table \
+         (`filter_ports`, a per-CPU array indexed by port) filled with that rule set's ports \
+         the way `xdp-filter port` writes them, written directly (one CLI call per port would \
+         take minutes at 65,535 ports), and is measured in rounds of its own after the main \
+         ones, interleaved with the floor (the floor measured with it: {}). Its table is an \
+         array too, so it is flat as well (entries per size: see the per-packet section). nftables cannot run under BPF_PROG_TEST_RUN: its cost per rule \
+         count is in the flood-vs-rules series below.\n",
+        sizes
+            .iter()
+            .filter_map(|n| find(r, &format!("floor xdp-filter {n}"), "IPv4 allowed")
+                .map(|c| format!("{:.1} ns at {n}", c.median())))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let _ = writeln!(md, "## Control plane\n");
     let _ = writeln!(
@@ -827,13 +1000,10 @@ fn report(r: &Results) -> (String, Vec<u8>, Option<Vec<u8>>) {
     let _ = writeln!(md, "\n## Not measured yet\n");
     let _ = writeln!(
         md,
-        "- In the flood test: the TCP SYN flood under the legitimate flow (only UDP there), IPv6 \
-           floods, floods over many ports (every flood here repeats one frame, so the port \
-           table's entries stay in the cache).\n\
+        "- In the flood test: IPv6 floods over many ports (`ps_tx_spray` rewrites IPv4 frames \
+           only), and the legitimate flow under the IPv6 floods.\n\
          - nftables in the per-packet plot (BPF_PROG_TEST_RUN cannot run nftables: its cost \
            per rule count is in the flood-vs-rules series instead).\n\
-         - xdp-filter at 1,000+ ports (its port table is an array indexed by port, so it is flat \
-           by construction, but not shown).\n\
          - Per-packet cost on other kernels (`cargo xtask vm-test` checks correctness and verifier cost on 6.1, not speed)."
     );
     (md, png, flood_png)
@@ -896,7 +1066,8 @@ fn flood_report(md: &mut String, r: &Results) {
          XDP_PASS, since veth has no XDP receive path without a program), and `bare` \
          (`ps_bare`: it reads the headers, looks the destination port up and counts; the \
          yardstick of a filter that touches the frame, which XDP_DROP only does not). Floods: \
-         UDP and TCP SYN to port 7200 (no row) from port 40000, and the same frames over \
+         UDP and TCP SYN to port 7200 (no row) from port 40000, over IPv4 (to 198.18.0.1) and \
+         IPv6 (to fd00:0::1; iptables gets the `ip6tables` export too), and the IPv4 frames over \
          random ports (`ps_tx_spray`: before each send it rewrites both ports to a \
          pseudo-random pair the matrix drops as `no_rule` and patches the checksum, so the \
          receivers' port tables, sets and conntrack see the whole port space instead of one \
@@ -948,7 +1119,9 @@ fn flood_report(md: &mut String, r: &Results) {
         md,
         "\nAgainst the issue's targets (ps-agent ≥ 0.8× the XDP_DROP-only rate, ≥ 3.5× nftables' input-chain rate), by CPU rate:\n"
     );
-    for flood in ["UDP, no rule", "TCP SYN, no rule", "UDP, random ports", "TCP SYN, random ports"] {
+    // Every flood, in the order the first receiver ran them.
+    let floods = r.floods.iter().filter(|f| f.receiver == r.floods[0].receiver).map(|f| f.flood);
+    for flood in floods {
         let get = |rx: &str| r.floods.iter().find(|f| f.receiver == rx && f.flood == flood).map(|f| rate(f, true));
         if let (Some(ps), Some(drop), Some(nft)) =
             (get("ps-agent"), get("XDP_DROP only"), get("nftables input (export)"))

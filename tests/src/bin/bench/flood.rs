@@ -6,16 +6,17 @@
 //! on the same CPU, through whatever XDP program eth0 has (without one, veth has no XDP rx
 //! path and the frames vanish, so the nftables receivers get `ps_floor`, XDP_PASS only).
 //! Receivers: `ps_drop` (XDP_DROP only), `ps_xdp` (the PS matrix, enforce), the nftables
-//! and iptables rule sets `ps-agent export` writes for the same compiled matrix (input
-//! chain, conntrack for replies, policy drop; a counted last rule added here so the drops
-//! can be counted), and an nftables netdev ingress chain (the export has none: the matrix's
-//! inbound ports in sets, a counted drop for other TCP/UDP). Floods: UDP to a port no row
-//! names, TCP SYN likewise. Each receiver and flood is measured in every round,
-//! interleaved; figures are medians.
+//! and iptables/ip6tables rule sets `ps-agent export` writes for the same compiled matrix
+//! (input chain, conntrack for replies, policy drop; a counted last rule added here so the
+//! drops can be counted), and an nftables netdev ingress chain (the export has none: the
+//! matrix's inbound ports in sets, a counted drop for other TCP/UDP). Floods: UDP to a port
+//! no row names, TCP SYN likewise, both over IPv4 and IPv6, and the IPv4 ones over random
+//! ports (`ps_tx_spray`). Each receiver and flood is measured in every round, interleaved;
+//! figures are medians.
 //!
-//! Then a legitimate TCP flow (peer `a` → ps 198.18.0.1:443, ps-01) runs alone and under a
-//! UDP flood, through each receiver that lets it in (not XDP_DROP only), and its
-//! throughput is compared.
+//! Then a legitimate TCP flow (peer `a` → ps 198.18.0.1:443, ps-01) runs alone and under the
+//! UDP and the TCP SYN flood, through each receiver that lets it in (not XDP_DROP only), and
+//! its throughput is compared.
 
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
@@ -104,15 +105,15 @@ fn csum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// A minimal IPv4 frame from a's veth0 to ps eth0, UDP or TCP SYN to `dport`, with valid
-/// IP and L4 checksums: the stack drops a bad IP checksum before netfilter's input hook,
-/// and conntrack marks a bad L4 checksum invalid without tracking it (cheaper than a real
-/// flood's frames, which it must track).
-fn flood_frame(dst: [u8; 6], src: [u8; 6], tcp: bool, dport: u16) -> Vec<u8> {
+/// A minimal frame from a's veth0 to ps eth0 (IPv4, or IPv6 with `v6`), UDP or TCP SYN to
+/// `dport` from port 40000, with valid IP and L4 checksums: the stack drops a bad IPv4
+/// checksum before netfilter's input hook, and conntrack marks a bad L4 checksum invalid
+/// without tracking it (cheaper than a real flood's frames, which it must track).
+fn flood_frame(dst: [u8; 6], src: [u8; 6], tcp: bool, v6: bool, dport: u16) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&dst);
     f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
     let (proto, csum_at) = if tcp { (6u8, 16) } else { (17u8, 6) };
     let mut l4: Vec<u8> = if tcp {
         let mut t = vec![0u8; 20];
@@ -129,21 +130,30 @@ fn flood_frame(dst: [u8; 6], src: [u8; 6], tcp: bool, dport: u16) -> Vec<u8> {
         u[4..6].copy_from_slice(&26u16.to_be_bytes());
         u
     };
-    let (saddr, daddr) = ([198, 18, 0, 2], [198, 18, 0, 1]);
-    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0];
-    ip.extend_from_slice(&saddr);
-    ip.extend_from_slice(&daddr);
-    ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    let c = csum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    // The L4 checksum covers the pseudo-header: addresses, protocol, L4 length.
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&saddr);
-    pseudo.extend_from_slice(&daddr);
-    pseudo.extend_from_slice(&[0, proto]);
-    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-    pseudo.extend_from_slice(&l4);
-    let c = match csum(&pseudo) {
+    let (saddr, daddr): (Vec<u8>, Vec<u8>) = if v6 {
+        let a: std::net::Ipv6Addr = ps_tests::A_V6.parse().unwrap();
+        let ps: std::net::Ipv6Addr = ps_tests::PS_ETH0_V6.parse().unwrap();
+        (a.octets().to_vec(), ps.octets().to_vec())
+    } else {
+        (vec![198, 18, 0, 2], vec![198, 18, 0, 1])
+    };
+    let ip = if v6 {
+        let mut ip = vec![0x60, 0, 0, 0];
+        ip.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        ip.extend_from_slice(&[proto, 64]);
+        ip.extend_from_slice(&saddr);
+        ip.extend_from_slice(&daddr);
+        ip
+    } else {
+        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0];
+        ip.extend_from_slice(&saddr);
+        ip.extend_from_slice(&daddr);
+        ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+        let c = csum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        ip
+    };
+    let c = match csum(&pseudo_header(&saddr, &daddr, proto, &l4)) {
         0 if !tcp => 0xffff,
         c => c,
     };
@@ -153,14 +163,27 @@ fn flood_frame(dst: [u8; 6], src: [u8; 6], tcp: bool, dport: u16) -> Vec<u8> {
     f
 }
 
-/// Whether the L4 checksum of a [`flood_frame`]-shaped frame (IPv4, no options) is valid:
-/// the one's-complement sum over pseudo-header and segment is 0xffff.
-fn l4_csum_ok(f: &[u8]) -> bool {
+/// The L4 checksum's input: the pseudo-header (addresses, protocol, L4 length; IPv4 and
+/// IPv6 sum to the same with these fields) and the segment.
+fn pseudo_header(saddr: &[u8], daddr: &[u8], proto: u8, l4: &[u8]) -> Vec<u8> {
     let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&f[26..34]);
-    pseudo.extend_from_slice(&[0, f[23]]);
-    pseudo.extend_from_slice(&((f.len() - 34) as u16).to_be_bytes());
-    pseudo.extend_from_slice(&f[34..]);
+    pseudo.extend_from_slice(saddr);
+    pseudo.extend_from_slice(daddr);
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(l4);
+    pseudo
+}
+
+/// Whether the L4 checksum of a [`flood_frame`]-shaped frame (IPv4 without options, or
+/// IPv6 without extension headers) is valid: the one's-complement sum over pseudo-header
+/// and segment is 0xffff.
+fn l4_csum_ok(f: &[u8]) -> bool {
+    let pseudo = if f[12..14] == [0x86, 0xdd] {
+        pseudo_header(&f[22..38], &f[38..54], f[20], &f[54..])
+    } else {
+        pseudo_header(&f[26..30], &f[30..34], f[23], &f[34..])
+    };
     csum(&pseudo) == 0
 }
 
@@ -205,9 +228,9 @@ fn nft(ns: &str, script: &str) {
     in_ns(ns, &["nft", "-f", "-"], Some(script));
 }
 
-/// Packets the iptables INPUT chain's policy dropped.
-fn iptables_policy_drops(ns: &str) -> u64 {
-    let text = in_ns(ns, &["iptables", "-L", "INPUT", "-v", "-x", "-n"], None);
+/// Packets the INPUT chain's policy dropped (`cmd`: iptables or ip6tables).
+fn iptables_policy_drops(ns: &str, cmd: &str) -> u64 {
+    let text = in_ns(ns, &[cmd, "-L", "INPUT", "-v", "-x", "-n"], None);
     // "Chain INPUT (policy DROP 1234 packets, 5678 bytes)"
     text.split("policy DROP ").nth(1).and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0)
 }
@@ -435,10 +458,12 @@ pub fn flood(
     let meta = ps_agent::export::ExportMeta { product: "PS 8.1.2".into(), policy: "shipped".into() };
     let nft_export = ps_agent::export::nftables(set, &meta).unwrap();
     let ipt_export = ps_agent::export::iptables(set, &meta, false).unwrap();
+    let ip6t_export = ps_agent::export::iptables(set, &meta, true).unwrap();
     let eth0_mac = mac(&lab.ps, "eth0");
     let veth_mac = mac(&lab.a, "veth0");
-    let (udp, syn) = (flood_frame(eth0_mac, veth_mac, false, 7200), flood_frame(eth0_mac, veth_mac, true, 7200));
-    assert!(l4_csum_ok(&udp) && l4_csum_ok(&syn), "flood frames with bad L4 checksums");
+    let frame = |tcp, v6| flood_frame(eth0_mac, veth_mac, tcp, v6, 7200);
+    let (udp, syn, udp6, syn6) = (frame(false, false), frame(true, false), frame(false, true), frame(true, true));
+    assert!([&udp, &syn, &udp6, &syn6].iter().all(|f| l4_csum_ok(f)), "flood frames with bad L4 checksums");
     // Receiver side: ps_xdp with the matrix on eth0, and the reference programs.
     let rx_set = set.clone();
     let mut rx = in_netns(&lab.ps, move || {
@@ -460,6 +485,8 @@ pub fn flood(
         ("TCP SYN, no rule", syn.clone(), tx_fd),
         ("UDP, random ports", udp, spray_fd),
         ("TCP SYN, random ports", syn, spray_fd),
+        ("UDP over IPv6, no rule", udp6, tx_fd),
+        ("TCP SYN over IPv6, no rule", syn6, tx_fd),
     ];
     const THREADED: usize = 2;
     let sets = nft_sets(set);
@@ -514,6 +541,7 @@ pub fn flood(
                 ),
                 4 => {
                     in_ns(&ns, &["iptables-restore"], Some(&ipt_export));
+                    in_ns(&ns, &["ip6tables-restore"], Some(&ip6t_export));
                 }
                 _ => {}
             }
@@ -526,7 +554,9 @@ pub fn flood(
                         ),
                         2 => Some(nft_counter(&lab.ps, "inet", "ps_agent")),
                         3 => Some(nft_counter(&lab.ps, "netdev", "p7flood")),
-                        4 => Some(iptables_policy_drops(&lab.ps)),
+                        4 => Some(
+                            iptables_policy_drops(&lab.ps, "iptables") + iptables_policy_drops(&lab.ps, "ip6tables"),
+                        ),
                         _ => None,
                     }
                 };
@@ -573,6 +603,7 @@ pub fn flood(
                 3 => nft(&ns, "delete table netdev p7flood\n"),
                 4 => {
                     in_ns(&ns, &["iptables-restore"], Some(IPTABLES_OPEN));
+                    in_ns(&ns, &["ip6tables-restore"], Some(IPTABLES_OPEN));
                 }
                 _ => {}
             }
@@ -612,7 +643,7 @@ pub struct ScaleResult {
 pub fn flood_scale(lab: &Lab, sets: &[(usize, RuleSet)], frames: u32) -> Vec<ScaleResult> {
     let eth0_mac = mac(&lab.ps, "eth0");
     let veth_mac = mac(&lab.a, "veth0");
-    let frame = flood_frame(eth0_mac, veth_mac, false, 65001);
+    let frame = flood_frame(eth0_mac, veth_mac, false, false, 65001);
     let (generator, veth0, gen_fd, _) = generator(lab, &sets[0].1);
     let meta = ps_agent::export::ExportMeta { product: "scale".into(), policy: "scale".into() };
     let mut out: Vec<ScaleResult> = ["ps-agent", "nftables input (export)", "iptables (export)"]
@@ -651,7 +682,7 @@ pub fn flood_scale(lab: &Lab, sets: &[(usize, RuleSet)], frames: u32) -> Vec<Sca
         run(1, &|| nft_counter(&lab.ps, "inet", "ps_agent"));
         nft(&lab.ps, "delete table inet ps_agent\n");
         in_ns(&lab.ps, &["iptables-restore"], Some(&ps_agent::export::iptables(set, &meta, false).unwrap()));
-        run(2, &|| iptables_policy_drops(&lab.ps));
+        run(2, &|| iptables_policy_drops(&lab.ps, "iptables"));
         in_ns(&lab.ps, &["iptables-restore"], Some(IPTABLES_OPEN));
         in_netns(&lab.ps, move || {
             let mut rx = rx;
