@@ -172,7 +172,7 @@ pub fn kernel_checks(release: &str) -> Vec<Check> {
             format!(
                 "{release}: RHEL 8 kernel (XDP, BPF backported from 5.x), not tested: the program needs \
                  `bpf_ktime_get_coarse_ns` (upstream 5.11), which a 4.18-based kernel may lack; the verifier \
-                 decides at load (try `ps-agent run --dry-run` first); if it refuses, {EXPORT_HINT}"
+                 decides at load (the `program` check asks it); if it refuses, {EXPORT_HINT}"
             ),
         ),
         Some(Distro::El9) => Check::new(
@@ -180,7 +180,7 @@ pub fn kernel_checks(release: &str) -> Vec<Check> {
             "kernel",
             format!(
                 "{release}: RHEL 9 kernel (5.14 with BPF backports); upstream 5.14's verifier accepts the \
-                 program (measured), the verifier decides at load"
+                 program (measured); the `program` check asks this one"
             ),
         ),
         _ if !k.at_least(5, 11) => Check::new(
@@ -575,6 +575,50 @@ fn memlock_soft() -> Option<u64> {
     Some(r.rlim_cur)
 }
 
+/// Load the object with the shipped matrix (nothing attached, nothing pinned) and unload
+/// it: the verifier's own answer, for kernels whose version number says little (RHEL).
+/// Per program the instructions it verified (`None`: not reported, before 5.16).
+fn try_load() -> Result<Vec<(&'static str, Option<u32>)>, String> {
+    use crate::{
+        compile::{HostFacts, compile},
+        config::{Config, Mode},
+    };
+    let set = compile(&Config::shipped(), &HostFacts::typical()).map_err(|e| format!("the shipped matrix: {e}"))?;
+    let loaded = load::Loaded::load(&set, &[], &load::LoadOptions::new(Mode::DryRun)).map_err(|e| e.to_string())?;
+    Ok(loaded.verified_instructions())
+}
+
+/// The `program` check from what loading the object told ([`try_load`]).
+pub fn program_check(loaded: Result<Vec<(&'static str, Option<u32>)>, String>) -> Check {
+    match loaded {
+        Ok(programs) => {
+            let counts: Vec<String> = programs
+                .iter()
+                .map(|(name, n)| match n {
+                    Some(n) => format!("`{name}` ({n} instructions)"),
+                    None => format!("`{name}`"),
+                })
+                .collect();
+            let unreported =
+                if programs.iter().any(|(_, n)| n.is_none()) { "; counts not reported before 5.16" } else { "" };
+            Check::new(
+                Status::Pass,
+                "program",
+                format!(
+                    "this kernel's verifier accepts {}{unreported} (loaded with the shipped matrix, not attached, unloaded)",
+                    counts.join(" and ")
+                ),
+            )
+        }
+        Err(e) => Check::new(Status::Fail, "program", format!("loading the object failed: {}", one_line(&e))),
+    }
+}
+
+/// A multi-line message on one line.
+fn one_line(text: &str) -> String {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" / ")
+}
+
 /// Run every check on this host for `ifaces` (default: eth0 and eth1 where present).
 pub fn diagnose(ifaces: &[String]) -> Vec<Check> {
     let release = kernel_release();
@@ -589,6 +633,7 @@ pub fn diagnose(ifaces: &[String]) -> Vec<Check> {
     let euid = unsafe { libc::geteuid() };
     let cap_eff = fs::read_to_string("/proc/self/status").ok().and_then(|s| parse_cap_eff(&s));
     out.push(privilege_check(kernel.as_ref(), euid, cap_eff));
+    out.push(program_check(try_load()));
 
     let names: Vec<String> = if ifaces.is_empty() {
         let present: Vec<String> =
@@ -695,6 +740,29 @@ mod tests {
         // RHEL 9: 5.14 plus backports.
         assert_eq!(kernel_checks("5.14.0-427.13.1.el9_4.x86_64")[0].status, Status::Pass);
         assert_eq!(kernel_checks("weird")[0].status, Status::Warn);
+    }
+
+    #[test]
+    fn program_check_reports_the_verifier() {
+        let c = program_check(Ok(vec![("ps_xdp", Some(202_807)), ("ps_tc_egress", Some(26_598))]));
+        assert_eq!(c.status, Status::Pass);
+        assert!(c.detail.contains("`ps_xdp` (202807 instructions) and `ps_tc_egress` (26598 instructions)"), "{c:?}");
+        let c = program_check(Ok(vec![("ps_xdp", None), ("ps_tc_egress", None)]));
+        assert!(c.detail.contains("not reported before 5.16"), "{c:?}");
+        // 5.10's rejection, as the loader reports it: one line, with what to do.
+        let e = load::LoadError::Verifier {
+            program: "ps_xdp",
+            summary: "Permission denied (os error 13); invalid func unknown#160".into(),
+            log: "/tmp/verifier-ps_xdp.log".into(),
+            hint: load::verifier_hint("invalid func unknown#160"),
+        };
+        let c = program_check(Err(e.to_string()));
+        assert_eq!(c.status, Status::Fail);
+        assert!(!c.detail.contains('\n'), "{c:?}");
+        assert!(
+            c.detail.contains("unknown#160") && c.detail.contains("5.11") && c.detail.contains("ps-agent export"),
+            "{c:?}"
+        );
     }
 
     #[test]

@@ -66,6 +66,12 @@ fn doctor_checks_interfaces_drivers_and_other_programs() {
     assert!(line(&out, "kernel").starts_with("pass"), "{out}");
     assert!(line(&out, "bpffs").starts_with("pass"), "{out}");
     assert!(line(&out, "privileges").starts_with("pass"), "tests run as root:\n{out}");
+    // The verifier's own answer: the object loads here, with its instruction counts.
+    let program = line(&out, "program");
+    assert!(
+        program.starts_with("pass") && program.contains("`ps_xdp` (") && program.contains("instructions)"),
+        "{program}"
+    );
     for dev in ["eth0", "eth1"] {
         assert!(line(&out, dev).starts_with("pass  eth"), "{out}");
         assert!(line(&out, &format!("{dev} driver")).contains("pass  ") && out.contains("veth: native XDP"), "{out}");
