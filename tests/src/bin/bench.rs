@@ -1004,7 +1004,7 @@ fn report(r: &Results) -> (String, Vec<u8>, Option<Vec<u8>>) {
            only), and the legitimate flow under the IPv6 floods.\n\
          - nftables in the per-packet plot (BPF_PROG_TEST_RUN cannot run nftables: its cost \
            per rule count is in the flood-vs-rules series instead).\n\
-         - Per-packet cost on other kernels (`cargo xtask vm-test` checks correctness and verifier cost on 6.1, not speed)."
+         - Per-packet cost on other kernels (`cargo xtask vm-test` checks correctness and verifier cost on the kernels of its matrix, 5.10 to 7.3, not speed)."
     );
     (md, png, flood_png)
 }
