@@ -39,15 +39,16 @@ pub fn ps_tx(_ctx: XdpContext) -> u32 {
 
 /// `ps_tx_spray`: `ps_tx` for a flood over many ports. Before it sends a frame (IPv4
 /// without options, TCP or UDP at byte 34) it rewrites the frame's ports to a pseudo-random
-/// pair that the policy in this object's own maps drops as `no_rule` — no inbound candidate
-/// for the destination port, no reply candidate for the source port (the generator's
-/// object is loaded with the receiver's rule set) — and patches the L4 checksum (RFC 1624),
+/// pair that the policy in this object's own maps drops as `no_rule` — no inbound list for
+/// the destination port, no reply list for the source port, as `ps_xdp` reads them (the
+/// port bits; the generator's object is loaded with the receiver's rule set) — and patches
+/// the L4 checksum (RFC 1624),
 /// so every receiver sees valid frames spread over the whole port table. The rewrite
 /// persists in the live-frames page, and the next send of that page rewrites it again.
 /// (Up to four draws per frame; after four misses the frame goes out as it is.)
 #[xdp]
 pub fn ps_tx_spray(ctx: XdpContext) -> u32 {
-    use ps_common::layout::{L4, port_index};
+    use ps_common::{classify::Tables, layout::L4};
     let (start, end) = (ctx.data(), ctx.data_end());
     let send = || PS_TX.redirect(0, 0).unwrap_or(xdp_action::XDP_ABORTED);
     if start + 54 > end {
@@ -59,10 +60,10 @@ pub fn ps_tx_spray(ctx: XdpContext) -> u32 {
         17 => (L4::Udp, start + 34 + 6),
         _ => return send(),
     };
-    let (Some(seq), Some(ctl)) = (PS_TX_SEQ.get_ptr_mut(0), crate::maps::PS_STATE.get(0)) else {
+    let (Some(seq), Some(maps)) = (PS_TX_SEQ.get_ptr_mut(0), crate::maps::Maps::get()) else {
         return send();
     };
-    let generation = ctl.state.generation & 1;
+    let Some(generation) = maps.state().map(|s| s.generation & 1) else { return send() };
     // SAFETY: per-CPU value.
     let seq = unsafe { &mut *seq };
     for _ in 0..4 {
@@ -70,12 +71,11 @@ pub fn ps_tx_spray(ctx: XdpContext) -> u32 {
         // A multiplicative hash of the sequence number: every port, in no cache-friendly order.
         let x = seq.wrapping_mul(0x9e37_79b1);
         let (sport, dport) = ((x >> 16) as u16, x as u16);
-        let free = |port: u16, inbound: bool| {
-            crate::maps::PS_PORTS
-                .get(port_index(generation, l4, port))
-                .is_some_and(|e| (if inbound { e.inbound } else { e.reply }) == 0)
-        };
-        if sport == 0 || dport == 0 || !free(dport, true) || !free(sport, false) {
+        if sport == 0
+            || dport == 0
+            || maps.port_listed(generation, l4, dport, false)
+            || maps.port_listed(generation, l4, sport, true)
+        {
             continue;
         }
         let ports = (start + 34) as *mut [u16; 2];

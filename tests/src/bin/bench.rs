@@ -1111,8 +1111,8 @@ fn flood_report(md: &mut String, r: &Results) {
          ring, when the generator outruns the receiver); `ps_drop` has no counter, so its rate \
          assumes none were lost. The difference per frame between ps-agent and XDP_DROP only is \
          about the program's own cost in the test-run figures above. The random-port floods' \
-         generator does more per frame (`ps_tx_spray`: a sequence number, two reads of its own \
-         copy of the port table, the checksum patch), the same for every receiver: compare \
+         generator does more per frame (`ps_tx_spray`: a sequence number, two port-bit tests \
+         in its own copy of the policy, the checksum patch), the same for every receiver: compare \
          receivers within a flood, not one flood's rates with another's."
     );
     let _ = writeln!(

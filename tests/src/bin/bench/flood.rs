@@ -105,86 +105,54 @@ fn csum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// A minimal frame from a's veth0 to ps eth0 (IPv4, or IPv6 with `v6`), UDP or TCP SYN to
-/// `dport` from port 40000, with valid IP and L4 checksums: the stack drops a bad IPv4
-/// checksum before netfilter's input hook, and conntrack marks a bad L4 checksum invalid
-/// without tracking it (cheaper than a real flood's frames, which it must track).
+/// A frame from a's veth0 to ps eth0 (IPv4, or IPv6 with `v6`: the lab's addresses, which
+/// are `ps_common::frames`' too), UDP or TCP SYN to `dport` from port 40000, built by
+/// `ps_common::frames` with the lab's MAC addresses and valid IP and L4 checksums: the stack
+/// drops a bad IPv4 checksum before netfilter's input hook, and conntrack marks a bad L4
+/// checksum invalid without tracking it (cheaper than a real flood's frames, which it must
+/// track).
 fn flood_frame(dst: [u8; 6], src: [u8; 6], tcp: bool, v6: bool, dport: u16) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
-    let (proto, csum_at) = if tcp { (6u8, 16) } else { (17u8, 6) };
-    let mut l4: Vec<u8> = if tcp {
-        let mut t = vec![0u8; 20];
-        t[0..2].copy_from_slice(&40000u16.to_be_bytes());
-        t[2..4].copy_from_slice(&dport.to_be_bytes());
-        t[12] = 0x50;
-        t[13] = TCP_SYN;
-        t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-        t
-    } else {
-        let mut u = vec![0u8; 8 + 18];
-        u[0..2].copy_from_slice(&40000u16.to_be_bytes());
-        u[2..4].copy_from_slice(&dport.to_be_bytes());
-        u[4..6].copy_from_slice(&26u16.to_be_bytes());
-        u
-    };
-    let (saddr, daddr): (Vec<u8>, Vec<u8>) = if v6 {
-        let a: std::net::Ipv6Addr = ps_tests::A_V6.parse().unwrap();
-        let ps: std::net::Ipv6Addr = ps_tests::PS_ETH0_V6.parse().unwrap();
-        (a.octets().to_vec(), ps.octets().to_vec())
-    } else {
-        (vec![198, 18, 0, 2], vec![198, 18, 0, 1])
-    };
-    let ip = if v6 {
-        let mut ip = vec![0x60, 0, 0, 0];
-        ip.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-        ip.extend_from_slice(&[proto, 64]);
-        ip.extend_from_slice(&saddr);
-        ip.extend_from_slice(&daddr);
-        ip
-    } else {
-        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0];
-        ip.extend_from_slice(&saddr);
-        ip.extend_from_slice(&daddr);
-        ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-        let c = csum(&ip);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        ip
-    };
-    let c = match csum(&pseudo_header(&saddr, &daddr, proto, &l4)) {
+    use ps_common::frames;
+    let (l4, payload) = if tcp { (frames::tcp(40000, dport, TCP_SYN), 0) } else { (frames::udp(40000, dport), 18) };
+    let mut f = frames::frame(&[], &if v6 { frames::v6() } else { frames::v4() }, &l4, payload);
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    if !v6 {
+        let c = csum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+    }
+    let at = l4_offsets(&f).2 + if tcp { 16 } else { 6 };
+    let c = match csum(&l4_csum_input(&f)) {
+        // UDP: 0 means "no checksum"; a computed 0 is sent as 0xffff.
         0 if !tcp => 0xffff,
         c => c,
     };
-    l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&l4);
+    f[at..at + 2].copy_from_slice(&c.to_be_bytes());
     f
 }
 
-/// The L4 checksum's input: the pseudo-header (addresses, protocol, L4 length; IPv4 and
-/// IPv6 sum to the same with these fields) and the segment.
-fn pseudo_header(saddr: &[u8], daddr: &[u8], proto: u8, l4: &[u8]) -> Vec<u8> {
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(saddr);
-    pseudo.extend_from_slice(daddr);
-    pseudo.extend_from_slice(&[0, proto]);
-    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-    pseudo.extend_from_slice(l4);
-    pseudo
+/// In a frame without VLAN tags, IPv4 options or IPv6 extension headers: where the source
+/// and destination addresses are, their length, and where the L4 header starts.
+fn l4_offsets(f: &[u8]) -> (usize, usize, usize) {
+    if f[12..14] == [0x86, 0xdd] { (22, 16, 54) } else { (26, 4, 34) }
 }
 
-/// Whether the L4 checksum of a [`flood_frame`]-shaped frame (IPv4 without options, or
-/// IPv6 without extension headers) is valid: the one's-complement sum over pseudo-header
-/// and segment is 0xffff.
+/// What the L4 checksum sums: the pseudo-header (addresses, protocol, L4 length; IPv4 and
+/// IPv6 sum to the same with these fields) and the segment, its checksum field included.
+fn l4_csum_input(f: &[u8]) -> Vec<u8> {
+    let (addrs, len, l4) = l4_offsets(f);
+    let proto = if l4 == 54 { f[20] } else { f[23] };
+    let mut v = f[addrs..addrs + 2 * len].to_vec();
+    v.extend_from_slice(&[0, proto]);
+    v.extend_from_slice(&((f.len() - l4) as u16).to_be_bytes());
+    v.extend_from_slice(&f[l4..]);
+    v
+}
+
+/// Whether the L4 checksum of a [`flood_frame`]-shaped frame is valid: the one's-complement
+/// sum over pseudo-header and segment is 0xffff.
 fn l4_csum_ok(f: &[u8]) -> bool {
-    let pseudo = if f[12..14] == [0x86, 0xdd] {
-        pseudo_header(&f[22..38], &f[38..54], f[20], &f[54..])
-    } else {
-        pseudo_header(&f[26..30], &f[30..34], f[23], &f[34..])
-    };
-    csum(&pseudo) == 0
+    csum(&l4_csum_input(f)) == 0
 }
 
 fn nft_sets(set: &RuleSet) -> String {
@@ -693,4 +661,30 @@ pub fn flood_scale(lab: &Lab, sets: &[(usize, RuleSet)], frames: u32) -> Vec<Sca
     }
     drop(generator);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checksums of the four flood frames, as an independent implementation (Python,
+    /// RFC 1071 over the RFC 768/793 and RFC 8200 pseudo-headers) computed them.
+    #[test]
+    fn flood_frames_carry_valid_checksums() {
+        for (tcp, v6, l4_csum, ip_csum) in [
+            (false, false, [0xbb, 0x31], Some([0xee, 0x96])),
+            (true, false, [0x6b, 0x59], Some([0xee, 0xa7])),
+            (false, true, [0x4d, 0x55], None),
+            (true, true, [0xfd, 0x7c], None),
+        ] {
+            let f = flood_frame([2; 6], [4; 6], tcp, v6, 7200);
+            let at = l4_offsets(&f).2 + if tcp { 16 } else { 6 };
+            assert_eq!(f[at..at + 2], l4_csum, "tcp {tcp} v6 {v6}: {f:02x?}");
+            if let Some(c) = ip_csum {
+                assert_eq!(f[24..26], c, "IPv4 header checksum: {f:02x?}");
+            }
+            assert!(l4_csum_ok(&f));
+            assert!(!l4_csum_ok(&[&f[..f.len() - 1], &[f[f.len() - 1] ^ 1]].concat()), "a flipped bit must show");
+        }
+    }
 }
