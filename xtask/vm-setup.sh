@@ -2,7 +2,8 @@
 # Idempotent setup for `cargo xtask vm-test` only (the normal suite does not need it):
 # QEMU from Debian, busybox-static, and the kernels of the matrix — Debian and Ubuntu
 # packages, downloaded (never installed) and cut down to what the VM boots: vmlinuz, the few
-# modules the tests load, and the config. Everything lands under target/vm/ (gitignored).
+# modules the tests load (`modules` below), and the config. Everything lands under target/vm/
+# (gitignored).
 #
 # Kernels:
 # - the flavours of Debian's linux-image meta packages reachable from this machine's apt
@@ -11,10 +12,10 @@
 #   6.12, 7.x, 5.10; empty: none), each through a private apt state under
 #   target/vm/apt/<suite>/ (its own sources list, lists and cache);
 # - Ubuntu's kernels of the series no Debian suite has (VM_UBUNTU, default
-#   "5.11 5.13 5.14-oem 5.15 5.17-oem 5.19 6.0-oem 6.8": <series>[-<flavour>], flavour
+#   "5.4 5.11 5.13 5.14-oem 5.15 5.17-oem 5.19 6.0-oem 6.8": <series>[-<flavour>], flavour
 #   `generic` unless named; empty: none), the newest of each series in focal-updates or
-#   jammy-updates (`ubuntu_suites` below), through private apt states
-#   target/vm/apt/ubuntu-<suite>/.
+#   jammy-updates (VM_UBUNTU_SUITES names others, e.g. bionic-updates for 4.15 and 4.18),
+#   through private apt states target/vm/apt/ubuntu-<suite>/.
 # The machine's apt configuration is neither read for sources nor changed. Debian's suites
 # are checked against Debian's archive keyring, Ubuntu's against Ubuntu's (ubuntu-keyring,
 # itself fetched from Debian's trixie, under Debian's signature, when the machine lacks it);
@@ -61,6 +62,22 @@ if [ ! -x "$vm/busybox" ]; then
   rm -rf "$tmp" "$vm"/debs/busybox-static_*.deb
 fi
 
+# The modules the guests load where the kernel builds them as modules: veth for the lab;
+# sch_ingress (clsact) and cls_bpf for the egress program before TCX (6.6).
+modules="veth cls_bpf sch_ingress"
+
+# Whether kernel directory $1 has each of `modules`, as a file or built in (=y).
+has_modules() {
+  local m cfg
+  for m in $modules; do
+    cfg=CONFIG_$(tr 'a-z' 'A-Z' <<<"$m")
+    case $m in sch_ingress) cfg=CONFIG_NET_SCH_INGRESS ;; cls_bpf) cfg=CONFIG_NET_CLS_BPF ;; esac
+    if [ -z "$(find "$1" -name "$m.ko")" ] && ! grep -qx "$cfg=y" "$1"/boot/config-* 2>/dev/null; then
+      return 1
+    fi
+  done
+}
+
 # The concrete package behind a meta package (linux-image-amd64 -> linux-image-6.1.0-NN-amd64);
 # after it, the apt options to use (none: the machine's own apt state).
 resolve() {
@@ -70,8 +87,8 @@ resolve() {
 }
 
 # Download kernel package $1 (apt options after it) and keep only what the VM boots, in
-# target/vm/kernels/$1/: boot/vmlinuz-<release>, boot/config-<release> and an uncompressed
-# veth.ko. Up to 6.x Debian ships all of it in the image package under /boot and
+# target/vm/kernels/$1/: boot/vmlinuz-<release>, boot/config-<release> and the uncompressed
+# `modules`. A kernel fetched before a module joined the list is fetched again. Up to 6.x Debian ships all of it in the image package under /boot and
 # /lib/modules; from 7.x the image package is empty and depends on linux-base-* (the
 # config), linux-binary-* (vmlinuz) and linux-modules-* (modules, .ko.xz), all under
 # /usr/lib/modules/<release>/. Both layouts end up the same here, so vm-test reads one.
@@ -81,7 +98,7 @@ fetch_kernel() {
   local pkg=$1
   shift
   local dest="$vm/kernels/$pkg"
-  if [ -f "$dest/.complete" ]; then
+  if [ -f "$dest/.complete" ] && has_modules "$dest"; then
     return 0
   fi
   # The image and the packages of the same kernel it depends on (same <release> suffix).
@@ -93,7 +110,7 @@ fetch_kernel() {
       $1 == "Depends:" && $2 ~ /^linux-/ && length($2) > length(abi) &&
         substr($2, length($2) - length(abi) + 1) == abi { print $2 }'
   )
-  log "downloading ${pkgs[*]} (not installed: only vmlinuz, config and the veth module are kept)"
+  log "downloading ${pkgs[*]} (not installed: only vmlinuz, config and the modules $modules are kept)"
   rm -rf "$dest"
   mkdir -p "$dest"
   (cd "$vm/debs" && apt-get "$@" download "${pkgs[@]}")
@@ -103,7 +120,7 @@ fetch_kernel() {
     # `dpkg-deb -x`, restricted to the files the VM needs (the modules are ~400 MB); the
     # members are listed first because not every package holds every kind of file.
     mapfile -t members < <(dpkg-deb --fsys-tarfile "$deb" | tar -t |
-      grep -E '^\./(boot/(vmlinuz|config)-[^/]*|(usr/)?lib/modules/[^/]+/(vmlinuz|config)|.*/kernel/drivers/net/veth\.ko(\.xz|\.zst|\.gz)?)$' || true)
+      grep -E '^\./(boot/(vmlinuz|config)-[^/]*|(usr/)?lib/modules/[^/]+/(vmlinuz|config)|.*/kernel/(drivers/net/veth|net/sched/(cls_bpf|sch_ingress))\.ko(\.xz|\.zst|\.gz)?)$' || true)
     if [ "${#members[@]}" -gt 0 ]; then
       dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dest" "${members[@]}"
     fi
@@ -123,13 +140,13 @@ fetch_kernel() {
       *.zst) zstd -q -d --rm "$f" ;;
       *.gz) gzip -d "$f" ;;
     esac
-  done < <(find "$dest" -name 'veth.ko.*')
+  done < <(find "$dest" -name '*.ko.*')
   if ! ls "$dest"/boot/vmlinuz-* >/dev/null 2>&1; then
     log "no vmlinuz in ${pkgs[*]}: the packaging changed? Adapt fetch_kernel in $0"
     exit 1
   fi
-  if [ -z "$(find "$dest" -name veth.ko)" ] && ! grep -qx 'CONFIG_VETH=y' "$dest"/boot/config-* 2>/dev/null; then
-    log "no veth.ko in ${pkgs[*]} and no CONFIG_VETH=y in its config: the lab needs veth. Adapt fetch_kernel in $0"
+  if ! has_modules "$dest"; then
+    log "one of the modules $modules is neither in ${pkgs[*]} nor built in (=y): the guests need them. Adapt fetch_kernel in $0"
     exit 1
   fi
   touch "$dest/.complete"
@@ -190,7 +207,7 @@ debian_state() {
 for suite in ${VM_SUITES-trixie forky bullseye}; do
   debian_state "$suite"
   pkg=$(resolve linux-image-amd64 "${opts[@]}")
-  if [ -n "$pkg" ] && [ -f "$vm/kernels/$pkg/.complete" ]; then
+  if [ -n "$pkg" ] && [ -f "$vm/kernels/$pkg/.complete" ] && has_modules "$vm/kernels/$pkg"; then
     continue
   fi
   # No lists yet, or a kernel to fetch (the lists may be stale: read them afresh).
@@ -232,14 +249,15 @@ ubuntu_keyring() {
   log "Ubuntu's archive keyring from Debian's $(basename "$deb"): target/vm/apt/ubuntu-archive-keyring.gpg"
 }
 
-# Ubuntu: the kernel series from 5.11 to 6.0 are in no Debian suite. Ubuntu 20.04's HWE and
-# OEM kernels (5.11, 5.13, 5.14-oem: the closest to RHEL 9's 5.14) are in focal-updates,
+# Ubuntu: 20.04's own 5.4 and the series from 5.11 to 6.0 are in no Debian suite. Ubuntu
+# 20.04's kernels (5.4; HWE and OEM 5.11, 5.13, 5.14-oem: the closest to RHEL 9's 5.14) are in
+# focal-updates,
 # 22.04's (5.15, 5.17-oem, 5.19, 6.0-oem, and 24.04's 6.8 as HWE) in jammy-updates. Every
 # ABI is a package of its own (linux-image-5.14.0-1059-oem), so the newest of a series is
 # the highest ABI among the suites (a tie, as 5.15 in both: the later suite, the series' own
 # release). The signed image is taken (what a machine installs; its EFI signature does not
 # matter to -kernel) with its linux-modules-* (config, veth.ko).
-ubuntu_suites="focal-updates jammy-updates"
+ubuntu_suites=${VM_UBUNTU_SUITES-focal-updates jammy-updates}
 ubuntu_state() {
   private_state "ubuntu-$1" "deb [arch=amd64 signed-by=$ukeyring target=Packages] http://archive.ubuntu.com/ubuntu $1 main"
 }
@@ -261,7 +279,7 @@ ubuntu_pick() {
   awk -v p="linux-image-$series.0-" -v f="^[0-9]+-$flavour\$" \
     'index($3, p) == 1 && substr($3, length(p) + 1) ~ f' <<<"$images" | sort -s -k1,1n | tail -n1 | cut -d' ' -f2-
 }
-ubuntu=${VM_UBUNTU-5.11 5.13 5.14-oem 5.15 5.17-oem 5.19 6.0-oem 6.8}
+ubuntu=${VM_UBUNTU-5.4 5.11 5.13 5.14-oem 5.15 5.17-oem 5.19 6.0-oem 6.8}
 if [ -n "$ubuntu" ] && ! ubuntu_keyring; then
   log "no Ubuntu archive keyring (ubuntu-keyring) to verify Ubuntu's suites with: Ubuntu kernels skipped, not fetched unverified"
   ubuntu=""
@@ -277,7 +295,7 @@ if [ -n "$ubuntu" ]; then
   for entry in $ubuntu; do
     [ "$fresh" = 0 ] || break
     read -r _ pkg <<<"$(ubuntu_pick "$entry")"
-    [ -n "$pkg" ] && [ -f "$vm/kernels/$pkg/.complete" ] || fresh=1
+    [ -n "$pkg" ] && [ -f "$vm/kernels/$pkg/.complete" ] && has_modules "$vm/kernels/$pkg" || fresh=1
   done
   if [ "$fresh" = 1 ]; then
     verified=""

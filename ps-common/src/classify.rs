@@ -8,7 +8,10 @@
 
 use crate::{
     layout::*,
-    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, Parsed, parse_fast, parse_with},
+    parse::{
+        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, Parsed, copy_words, parse_fast, parse_with,
+        ptr_at,
+    },
     reason::{DropReason, PassReason},
 };
 
@@ -301,7 +304,12 @@ pub fn quick<T: Tables>(p: &Packet, policy: &Policy, generation: u32, slot: u32,
         return None;
     }
     if policy.flags & POLICY_STATEFUL != 0 {
-        return Some(Verdict::Tracked(s.reply_counter));
+        if s.reply_flags & REPLY_EPHEMERAL_ONLY != 0 {
+            return Some(Verdict::Tracked(s.reply_counter));
+        }
+        // Explicit local ports: the rule has them (`stateful_reply`).
+        let r = t.rule(s.reply)?;
+        return Some(stateful_reply(r, p));
     }
     if s.reply_flags & REPLY_EPHEMERAL_ONLY != 0 {
         // `reply_checks` for a candidate whose local ports are the ephemeral range.
@@ -331,7 +339,7 @@ pub fn classify<T: Tables>(p: &Packet, policy: &Policy, generation: u32, slot: u
     if let Some(e) = t.port(port_index(generation, l4, p.dport))
         && e.inbound != 0
     {
-        match walk(e.inbound, slot, t, |r| source_ok(r, src)) {
+        match walk(e.inbound, slot, t, |r| source_ok(r, src).map(|()| r.counter)) {
             Ok(counter) => return Verdict::Rule(counter),
             Err(r) => why = r,
         }
@@ -340,15 +348,18 @@ pub fn classify<T: Tables>(p: &Packet, policy: &Policy, generation: u32, slot: u
         && e.reply != 0
     {
         // Stateful: the flow table decides (an exact tuple match is stronger than the
-        // stateless checks). Stateless: ACK for TCP, and a local port the host uses for
-        // outbound connections.
+        // stateless checks), but for the rule's explicit local ports (`stateful_reply`).
+        // Stateless: ACK for TCP, and a local port the host uses for outbound connections.
         let checks = |r: &RuleEntry| {
             source_ok(r, src)?;
-            if stateful { Ok(()) } else { reply_checks(r, p, policy, p.dport) }
+            if stateful {
+                Ok(stateful_reply(r, p))
+            } else {
+                reply_checks(r, p, policy, p.dport).map(|()| Verdict::Rule(r.counter))
+            }
         };
         match walk(e.reply, slot, t, checks) {
-            Ok(counter) if stateful => return Verdict::Tracked(counter),
-            Ok(counter) => return Verdict::Rule(counter),
+            Ok(v) => return v,
             Err(r) => {
                 if why == DropReason::NoRule {
                     why = r
@@ -360,21 +371,21 @@ pub fn classify<T: Tables>(p: &Packet, policy: &Policy, generation: u32, slot: u
 }
 
 /// Walk the candidate list at `head`; the first candidate on this interface that passes
-/// `check` wins.
+/// `check` wins, with what `check` made of it.
 #[inline(always)]
-fn walk<T: Tables>(
+fn walk<T: Tables, R>(
     head: u32,
     slot: u32,
     t: &T,
-    check: impl Fn(&RuleEntry) -> Result<(), DropReason>,
-) -> Result<u32, DropReason> {
+    check: impl Fn(&RuleEntry) -> Result<R, DropReason>,
+) -> Result<R, DropReason> {
     let mut why = DropReason::NoRule;
     let mut i = 0;
     while i < MAX_CHAIN {
         let Some(r) = t.rule(head + i) else { break };
         let verdict = if r.iface_mask & (1 << (slot & 31)) == 0 { Err(DropReason::Interface) } else { check(r) };
         match verdict {
-            Ok(()) => return Ok(r.counter),
+            Ok(v) => return Ok(v),
             Err(reason) => why = reason,
         }
         if r.flags & ENTRY_LAST != 0 {
@@ -383,6 +394,17 @@ fn walk<T: Tables>(
         i += 1;
     }
     Err(why)
+}
+
+/// A reply under stateful admission to the reply rule `r`: to one of the rule's explicit
+/// local ports (DHCP 67 → 68, DHCPv6 547 → 546, NTP 123 → 123), admitted by the rule as
+/// the stateless checks admit it, because no flow can match it: the request went to a
+/// broadcast or multicast address (DHCPDISCOVER to 255.255.255.255, SOLICIT to ff02::1:2)
+/// and the answer comes from the server's own; otherwise it needs its flow
+/// ([`Verdict::Tracked`]). The netfilter exports admit the same pairs the same way.
+#[inline(always)]
+fn stateful_reply(r: &RuleEntry, p: &Packet) -> Verdict {
+    if explicit_local(r, p.dport) && reply_flags_ok(p) { Verdict::Rule(r.counter) } else { Verdict::Tracked(r.counter) }
 }
 
 /// A rule bound to systems admits only their source addresses.
@@ -413,11 +435,16 @@ fn ephemeral(policy: &Policy, local: u16) -> bool {
     local >= policy.ephemeral_lo && local <= policy.ephemeral_hi
 }
 
+/// The local port is one of the reply rule's explicit local ports.
+#[inline(always)]
+fn explicit_local(r: &RuleEntry, local: u16) -> bool {
+    local >= r.local_lo && local <= r.local_hi && r.local_hi != 0
+}
+
 #[inline(always)]
 fn local_port_ok(r: &RuleEntry, policy: &Policy, local: u16) -> Result<(), DropReason> {
-    let explicit = local >= r.local_lo && local <= r.local_hi && r.local_hi != 0;
     let ephemeral = r.flags & ENTRY_EPHEMERAL != 0 && ephemeral(policy, local);
-    if explicit || ephemeral { Ok(()) } else { Err(DropReason::ReplyCheck) }
+    if explicit_local(r, local) || ephemeral { Ok(()) } else { Err(DropReason::ReplyCheck) }
 }
 
 /// What the egress program does with a packet the host sends.
@@ -456,7 +483,7 @@ pub fn classify_egress<T: Tables>(parsed: &Parsed, policy: &Policy, generation: 
     };
     if let Some(e) = t.port(port_index(generation, l4, p.sport))
         && e.inbound != 0
-        && let Ok(counter) = walk(e.inbound, slot, t, |_| Ok(()))
+        && let Ok(counter) = walk(e.inbound, slot, t, |r| Ok(r.counter))
     {
         return Egress::InboundReply(counter);
     }
@@ -464,7 +491,7 @@ pub fn classify_egress<T: Tables>(parsed: &Parsed, policy: &Policy, generation: 
     if let Some(e) = t.port(port_index(generation, l4, p.dport))
         && e.reply != 0
     {
-        match walk(e.reply, slot, t, |r| local_port_ok(r, policy, p.sport)) {
+        match walk(e.reply, slot, t, |r| local_port_ok(r, policy, p.sport).map(|()| r.counter)) {
             Ok(counter) => return Egress::Outbound(counter),
             Err(r) => why = r,
         }
@@ -479,33 +506,50 @@ pub fn classify_egress<T: Tables>(parsed: &Parsed, policy: &Policy, generation: 
 /// `[start, end)` must be the readable frame `p` was parsed from.
 #[inline(always)]
 pub unsafe fn flow_key(start: usize, end: usize, p: &Packet, ingress: bool) -> Option<FlowKey> {
-    let off = p.src_addr_off() as usize;
-    let mut k = FlowKey { proto: p.proto, family: p.ip_version, ..FlowKey::default() };
-    let (src, dst): (&mut [u8; 16], &mut [u8; 16]) =
-        if ingress { (&mut k.remote, &mut k.local) } else { (&mut k.local, &mut k.remote) };
+    let mut k = FlowKey::default();
+    // SAFETY: forwarded.
+    unsafe { flow_key_into(start, end, p, ingress, &mut k) }.then_some(k)
+}
+
+/// [`flow_key`] written into `k` (the XDP program builds it in a per-CPU scratch value,
+/// not on its stack); `false` if the addresses are not in the frame.
+///
+/// # Safety
+/// As [`flow_key`].
+#[inline(always)]
+pub unsafe fn flow_key_into(start: usize, end: usize, p: &Packet, ingress: bool, k: &mut FlowKey) -> bool {
+    // The parser puts the addresses within the first 64 bytes: a bound the verifier can see
+    // where `p` comes from memory.
+    let off = (p.src_addr_off() & 0x3f) as usize;
+    let (src, dst) = if ingress { (&mut k.remote, &mut k.local) } else { (&mut k.local, &mut k.remote) };
+    // Word by word (`copy_words`): copied as byte arrays, the addresses cost a `memset` call.
+    const ZERO: [u8; 12] = [0; 12];
     if p.ip_version == 4 {
-        if start + off + 8 > end {
-            return None;
+        let Some(a) = ptr_at::<8>(start, end, off) else { return false };
+        // SAFETY: 8 bytes checked at `a`; each address holds 16.
+        unsafe {
+            copy_words::<1>(a, src.as_mut_ptr());
+            copy_words::<3>(ZERO.as_ptr(), src.as_mut_ptr().add(4));
+            copy_words::<1>(a.add(4), dst.as_mut_ptr());
+            copy_words::<3>(ZERO.as_ptr(), dst.as_mut_ptr().add(4));
         }
-        // SAFETY: checked above: 8 bytes (source and destination) inside the frame.
-        let a = unsafe { &*((start + off) as *const [u8; 8]) };
-        src[..4].copy_from_slice(&a[..4]);
-        dst[..4].copy_from_slice(&a[4..]);
     } else {
-        if start + off + 32 > end {
-            return None;
+        let Some(a) = ptr_at::<32>(start, end, off) else { return false };
+        // SAFETY: 32 bytes checked at `a`.
+        unsafe {
+            copy_words::<4>(a, src.as_mut_ptr());
+            copy_words::<4>(a.add(16), dst.as_mut_ptr());
         }
-        // SAFETY: checked above.
-        let a = unsafe { &*((start + off) as *const [u8; 32]) };
-        src.copy_from_slice(&a[..16]);
-        dst.copy_from_slice(&a[16..]);
     }
+    k.proto = p.proto;
+    k.family = p.ip_version;
+    k._pad = [0; 2];
     if ingress {
         (k.remote_port, k.local_port) = (p.sport, p.dport);
     } else {
         (k.local_port, k.remote_port) = (p.sport, p.dport);
     }
-    Some(k)
+    true
 }
 
 /// ICMP and ICMPv6 by type: errors, neighbour discovery and echo replies pass; echo

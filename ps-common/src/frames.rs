@@ -92,6 +92,24 @@ pub fn tcp(sport: u16, dport: u16, flags: u8) -> Transport {
     Transport::Tcp { sport, dport, flags }
 }
 
+/// A whole TCP header: sequence and acknowledgement numbers, window, and `options` (padded
+/// with end-of-options to a multiple of 4 bytes).
+pub fn tcp_full(sport: u16, dport: u16, flags: u8, seq: u32, ack: u32, win: u16, options: &[u8]) -> Transport {
+    let mut opts = options.to_vec();
+    opts.resize(options.len().div_ceil(4) * 4, 0);
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&ack.to_be_bytes());
+    t.push((((20 + opts.len()) / 4) << 4) as u8);
+    t.push(flags);
+    t.extend_from_slice(&win.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 0]);
+    t.extend_from_slice(&opts);
+    Transport::Raw(6, t)
+}
+
 /// UDP.
 pub fn udp(sport: u16, dport: u16) -> Transport {
     Transport::Udp { sport, dport }

@@ -17,6 +17,16 @@ pub mod names;
 pub mod observe;
 pub mod parse;
 pub mod reason;
+pub mod track;
+
+/// The oldest kernel on which `cargo xtask vm-test` measured the programs loading (with the
+/// switches the agent's probes set) and the agent enforcing (the live smoke test): Ubuntu
+/// 20.04's 5.4. (major, minor). The agent's load error and `doctor` both name it.
+pub const MIN_KERNEL: (u32, u32) = (5, 4);
+
+/// The oldest kernel the program tests run on: BPF_PROG_TEST_RUN with an `xdp_md` context
+/// (5.15).
+pub const TESTED_KERNEL: (u32, u32) = (5, 15);
 
 pub use classify::{Tables, Verdict, classify};
 pub use layout::*;

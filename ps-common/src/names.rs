@@ -32,6 +32,10 @@ pub const MAP_SRC: &str = "PS_SRC";
 /// The TC egress program.
 pub const PROG_TC_EGRESS: &str = "ps_tc_egress";
 
+/// Every program of the shipped object: the enforcement programs, nothing else (the
+/// benchmark's reference programs are in an object of their own).
+pub const PROGRAMS: [&str; 2] = [PROG_XDP, PROG_TC_EGRESS];
+
 /// All maps the agent pins, in a fixed order.
 pub const PINNED_MAPS: [&str; 11] = [
     MAP_STATE,
@@ -58,11 +62,38 @@ pub const MAP_EVENTS: &str = "PS_EVENTS";
 pub const MAP_EVENT_RL: &str = "PS_EVENT_RL";
 /// `PerCpuArray<DropScratch>`, one entry: where the drop path builds what it records.
 pub const MAP_DSCRATCH: &str = "PS_DSCRATCH";
+/// `PerCpuArray`, one entry: where `ps_xdp` leaves a stateful reply's decision for its flow
+/// check (kernel-only).
+pub const MAP_TSCRATCH: &str = "PS_TSCRATCH";
+/// `PerCpuArray`, one entry: where `ps_tc_egress` leaves an outbound packet for its flow
+/// (kernel-only).
+pub const MAP_ESCRATCH: &str = "PS_ESCRATCH";
 /// `Array<Epoch>`, one entry: since when the counters count.
 pub const MAP_EPOCH: &str = "PS_EPOCH";
 
 /// Maps that survive an agent restart (pinned under the pin directory and reused while
 /// their layout fits); the policy maps are made fresh at every start, and so are the flow
 /// table and its counters (`PS_FLOW_CNT` describes the table now: created + seeded −
-/// expired − tracked = evicted).
+/// expired − closed − tracked = evicted).
 pub const COUNTER_MAPS: [&str; 6] = [MAP_RULE_CNT, MAP_STAT_CNT, MAP_ERULE_CNT, MAP_ESTAT_CNT, MAP_WDROP, MAP_EPOCH];
+
+/// The folder under the pin directory where links kept with `on_exit = "keep"` are pinned.
+pub const LINKS_DIR: &str = "links";
+
+/// Feature switches: `.rodata` globals (`u32`, 1 = use the feature) the agent sets at load
+/// time from its kernel probes (`ps-agent`'s `probe` module), so that the verifier prunes
+/// the branch a kernel cannot run. An object loaded without them uses every feature.
+///
+/// `bpf_ktime_get_coarse_ns` (5.11) for flow timestamps; 0: `bpf_ktime_get_ns`.
+pub const GLOBAL_COARSE_CLOCK: &str = "PS_F_COARSE";
+/// `bpf_jiffies64` (5.5) for the event rate limiter's shortcut; 0: the limiter reads the
+/// clock on every drop.
+pub const GLOBAL_JIFFIES: &str = "PS_F_JIFFIES";
+/// `BPF_MAP_TYPE_RINGBUF` (5.8) for drop events (`PS_EVENTS`) and the dry-run log
+/// (aya-log); 0: neither is sent (drops are still counted and would-drops recorded).
+pub const GLOBAL_RINGBUF: &str = "PS_F_RINGBUF";
+/// Variable-offset stack reads in the verifier (after 5.4): the flow timeout's cheap form
+/// (`layout::flow_timeout_ns`); 0: the form 5.4 accepts.
+pub const GLOBAL_VAR_STACK: &str = "PS_F_VARSTACK";
+/// aya-log's ring buffer (`aya-log-ebpf`'s map; its level global is `aya_log::LEVEL`).
+pub const MAP_AYA_LOGS: &str = "AYA_LOGS";

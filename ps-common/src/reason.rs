@@ -35,11 +35,14 @@ pub enum DropReason {
     VlanDepth = 11,
     /// More IPv6 extension headers than the program walks.
     ExtHeaders = 12,
+    /// A TCP reply to a tracked flow whose sequence or acknowledgement number lies outside
+    /// the flow's windows (stateful reply admission: `crate::track`).
+    OutOfWindow = 13,
 }
 
 impl DropReason {
     /// Number of drop reasons.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
     /// Every reason, in numeric order.
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::NoRule,
@@ -55,6 +58,7 @@ impl DropReason {
         Self::Malformed,
         Self::VlanDepth,
         Self::ExtHeaders,
+        Self::OutOfWindow,
     ];
 
     /// Stable snake_case name used in JSON, metrics and logs.
@@ -73,6 +77,7 @@ impl DropReason {
             Self::Malformed => "malformed",
             Self::VlanDepth => "vlan_depth",
             Self::ExtHeaders => "ext_headers",
+            Self::OutOfWindow => "out_of_window",
         }
     }
 

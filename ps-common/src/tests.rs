@@ -8,7 +8,7 @@ use crate::{
     },
     frames::*,
     layout::*,
-    parse::{ETH_P_8021Q, Packet, Parsed, parse_slice},
+    parse::{ETH_P_8021Q, Packet, Parsed, l4_span, parse_sized, parse_slice},
     reason::{DropReason, PassReason},
 };
 
@@ -42,6 +42,25 @@ fn every_header_combination_parses() {
             assert_eq!(p.icmp_type, 3);
             assert_eq!(p.ip_version, if matches!(net, Net::V4 { .. }) { 4 } else { 6 });
         }
+    }
+}
+
+#[test]
+fn a_packet_longer_than_its_linear_part_parses_by_its_length() {
+    // At TC a segment's headers are in the linear part and its payload in pages: the IP
+    // length is checked against the packet's length, the headers read from what is there.
+    let v6_ext = Net::V6 { src: V6_SRC, dst: V6_DST, ext: vec![0, 60], frag_offset: 0 };
+    for (net, span) in [(v4(), Some((34, 20 + 1400))), (v6(), Some((54, 20 + 1400))), (v6_ext, None)] {
+        let f = frame(&[], &net, &tcp(45000, 5062, TCP_ACK), 1400);
+        let start = f.as_ptr() as usize;
+        let linear = start + f.len() - 1400;
+        // SAFETY (all): the frame is a live slice; the readable part is shorter still.
+        let p = unsafe { parse_sized(start, linear, f.len(), |v| v) };
+        assert_eq!(p, parse_slice(&f));
+        // The transport header and its payload; not behind IPv6 extension headers.
+        assert_eq!(unsafe { l4_span(start, linear, &ip(p)) }, span);
+        let short = unsafe { parse_sized(start, linear, f.len() - 1, |v| v) };
+        assert_eq!(short, Parsed::Drop(DropReason::Truncated), "a packet shorter than its IP length");
     }
 }
 
@@ -322,6 +341,14 @@ fn stateful_replies_need_a_tracked_flow() {
         // Inbound rules are unchanged.
         assert_eq!(v(&frame(&[], &net, &tcp(40000, 443, TCP_SYN), 0), 1), Rule(0));
         assert_eq!(v(&frame(&[], &net, &tcp(6000, 40000, TCP_ACK), 0), 1), Drop(DropReason::NoRule));
+        // A reply to the rule's explicit local ports needs no flow (DHCP 67 -> 68 and NTP
+        // 123 -> 123 answer requests sent to broadcast and multicast addresses, which no
+        // flow matches); to the ephemeral range it does. TCP still needs ACK for it.
+        assert_eq!(v(&frame(&[], &net, &udp(123, 123), 0), 1), Rule(4));
+        assert_eq!(v(&frame(&[], &net, &udp(123, 40000), 0), 1), Tracked(4));
+        assert_eq!(v(&frame(&[], &net, &tcp(5064, 5070, TCP_ACK), 0), 2), Rule(8));
+        assert_eq!(v(&frame(&[], &net, &tcp(5064, 5070, TCP_SYN), 0), 2), Tracked(8));
+        assert_eq!(v(&frame(&[], &net, &tcp(5064, 40000, TCP_ACK), 0), 2), Tracked(8));
     }
 }
 
@@ -506,6 +533,15 @@ fn quick_agrees_with_the_walk() {
     assert_eq!((entry(3), entry(5), entry(9)), (REPLY_EPHEMERAL_ONLY, 0, 0));
     // Explicit only: the rule admits its port, and the walk refuses the ephemeral range.
     assert_eq!(q(tcp(5064, 5070, TCP_ACK), 1), Some(Rule(8)));
+    // Stateful: explicit local ports from the rule too, the rest to the flow table.
+    let st = Mini::new(MODE_ENFORCE, POLICY_STATEFUL);
+    let qs = |l4: Transport| {
+        let Parsed::Ip(p) = parse_slice(&frame(&[], &v6(), &l4, 0)) else { panic!("parses") };
+        quick(&p, &st.policy, 1, 1, &st)
+    };
+    assert_eq!(qs(udp(123, 123)), Some(Rule(4)));
+    assert_eq!(qs(udp(123, 50000)), Some(Tracked(4)));
+    assert_eq!(qs(udp(53, 50000)), Some(Tracked(3)));
     assert_eq!(q(tcp(5064, 40000, TCP_ACK), 1), None);
     assert_eq!(q(udp(514, 50000), 1), Some(Rule(6)));
     // A reply rule on another interface, or bound to systems: the walk's.

@@ -1,16 +1,18 @@
-//! ps-agent's eBPF programs. Thin by design: parsing and matching are ps-common's; these
-//! files own the maps, the counters, the flow table and the dry-run log.
+//! ps-agent's eBPF programs, the shipped object. Thin by design: parsing and matching are
+//! ps-common's, the maps are this crate's library's (`ps_ebpf::maps`); these files own the
+//! counting, the flow tracking and the dry-run log.
 //!
 //! - `xdp.rs`: ingress enforcement (`ps_xdp`);
 //! - `tc.rs`: egress accounting and flow tracking (`ps_tc_egress`);
 //! - `observe.rs`: the drop path's would-drop table and events (`ps_xdp`);
-//! - `maps.rs`: the maps both share;
-//! - `floor.rs`: reference programs for the benchmarks (`ps_floor`, `ps_drop`, `ps_tx`).
+//! - `features.rs`: the feature switches the agent sets from its kernel probes.
+//!
+//! Nothing else: the benchmark's reference programs build into an object of their own
+//! (`tests/bench-ebpf`).
 #![no_std]
 #![no_main]
 
-mod floor;
-mod maps;
+mod features;
 mod observe;
 mod tc;
 mod xdp;

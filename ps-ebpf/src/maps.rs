@@ -138,6 +138,43 @@ pub static PS_EVENT_RL: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries
 /// Where the drop path builds key, value and event (the stack is nearly full).
 #[map]
 pub static PS_DSCRATCH: PerCpuArray<DropScratch> = PerCpuArray::with_max_entries(1, 0);
+/// Where `ps_xdp` leaves a stateful reply's decision for its flow check (`xdp::tracked`).
+#[map]
+pub static PS_TSCRATCH: PerCpuArray<TrackScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// `PS_TSCRATCH`'s value: kernel-only, never read by the agent.
+pub struct TrackScratch {
+    /// The reply's decision: `Verdict::Tracked` going in, what the flow check made of it
+    /// coming out.
+    pub decision: ps_common::classify::Decision,
+    /// The reply's flow key.
+    pub key: FlowKey,
+    /// The reply's TCP segment.
+    pub seg: ps_common::track::Segment,
+    /// Its options.
+    pub opts: ps_common::track::OptBuf,
+}
+
+/// Where `ps_tc_egress` leaves an outbound packet for its flow (`tc::track`).
+#[map]
+pub static PS_ESCRATCH: PerCpuArray<EgressScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// `PS_ESCRATCH`'s value: kernel-only, never read by the agent.
+pub struct EgressScratch {
+    /// The packet.
+    pub p: ps_common::Packet,
+    /// Counter slot of the rule that allows it.
+    pub counter: u32,
+    /// Its flow key.
+    pub key: FlowKey,
+    /// Its TCP segment.
+    pub seg: ps_common::track::Segment,
+    /// Its options.
+    pub opts: ps_common::track::OptBuf,
+    /// A new flow, before it is inserted.
+    pub flow: FlowState,
+}
+
 /// Since when the counters count: written by the agent, never by the programs.
 #[map]
 pub static PS_EPOCH: Array<Epoch> = Array::with_max_entries(1, 0);

@@ -8,11 +8,7 @@
 //! every classifier path, and it prunes all but the first: the work below is verified
 //! about once, not once per path that ends in a drop.
 
-use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::{bpf_jiffies64, bpf_ktime_get_ns},
-    programs::XdpContext,
-};
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use ps_common::{
     STAT_STRIDE,
     classify::Decision,
@@ -23,27 +19,33 @@ use ps_common::{
     reason::DropReason,
 };
 
-use crate::maps::*;
+use ps_ebpf::maps::*;
+
+use crate::features;
 
 /// The drop path: ask the event rate limiter first, so that a flood (the bucket empty)
 /// costs a tick-counter load and two comparisons here; in dry-run also record the
-/// would-drop flow (every packet, token or not).
+/// would-drop flow (every packet, token or not). Without a ring buffer no event is sent
+/// (no token is taken); without the tick counter the limiter reads the clock every time.
 #[inline(always)]
 pub fn drop(ctx: &XdpContext, d: &Decision, reason: DropReason, dry_run: bool) {
     let Some(b) = PS_EVENT_RL.get_ptr_mut(0) else { return };
     // SAFETY: per-CPU value; only this CPU touches it while the program runs.
     let b = unsafe { &mut *b };
-    // SAFETY: no preconditions.
-    let tick = unsafe { bpf_jiffies64() };
-    let exhausted = b.exhausted_at(tick);
+    let ring = features::ringbuf();
+    if !ring && !dry_run {
+        return;
+    }
+    let tick = features::tick();
+    let exhausted = tick.is_some_and(|t| b.exhausted_at(t));
     if exhausted && !dry_run {
         // Suppressed: not counted here (the agent derives it, see `STAT_EVENT_SENT`).
         return;
     }
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let token = !exhausted && take_token_rate(b, now, EVENT_RATE_PER_SEC, EVENT_BURST);
-    b.tick = tick;
+    let token = ring && !exhausted && take_token_rate(b, now, EVENT_RATE_PER_SEC, EVENT_BURST);
+    b.tick = tick.unwrap_or(0);
     if !token && !dry_run {
         return;
     }
@@ -105,7 +107,9 @@ fn observe_drop(ctx: &XdpContext) {
     if e.flags & EVENT_DRY_RUN != 0 && e.family != 0 {
         record(s, slot, now);
     }
-    if s.token != 0 {
+    // The switch again: `token` comes from a map here, which the verifier cannot see
+    // through, and `bpf_ringbuf_output` must not be verified where the kernel lacks it.
+    if features::ringbuf() && s.token != 0 {
         let sent = PS_EVENTS.output::<Event>(&s.event, 0).is_ok();
         count(&PS_STAT_CNT, slot * STAT_STRIDE + if sent { STAT_EVENT_SENT } else { STAT_EVENT_LOST }, 0);
     }

@@ -16,7 +16,7 @@
 //! - random byte flips in valid frames, and random bytes behind a random EtherType.
 
 use ps_common::{
-    frames::{Net, Transport, V4_DST, V4_SRC, V6_DST, V6_SRC, frame, tcp, udp},
+    frames::{Net, Transport, V4_DST, V4_SRC, V6_DST, V6_SRC, frame, tcp, tcp_full, udp},
     parse::{ETH_P_8021AD, ETH_P_8021Q},
 };
 
@@ -221,9 +221,38 @@ impl FrameGen {
                 4 => self.rng.pick(&[0x00, 0x01, 0x04, 0x11, 0x14, 0x03, 0xff]),
                 _ => self.rng.byte(),
             };
-            tcp(s, d, flags)
+            if self.rng.chance(1, 2) {
+                tcp(s, d, flags)
+            } else {
+                let (seq, ack, win) =
+                    (self.rng.next_u64() as u32, self.rng.next_u64() as u32, self.rng.next_u64() as u16);
+                let opts = self.tcp_options();
+                tcp_full(s, d, flags, seq, ack, win, &opts)
+            }
         } else {
             udp(s, d)
+        }
+    }
+
+    /// TCP options: none, a Linux SYN's, timestamps, SACK blocks, NOP runs, window scales
+    /// out of range, or random bytes (the option walk of the stateful checks reads them).
+    fn tcp_options(&mut self) -> Vec<u8> {
+        let r = &mut self.rng;
+        let word = |r: &mut Rng| (r.next_u64() as u32).to_be_bytes();
+        match r.below(7) {
+            0 => vec![],
+            1 => vec![2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, r.pick(&[0, 7, 14, 15, 255])],
+            2 => [vec![1, 1, 8, 10], word(r).to_vec(), word(r).to_vec()].concat(),
+            3 => {
+                let blocks = r.range(1, 4) as usize;
+                let mut o = vec![1, 1, 5, 2 + 8 * blocks as u8];
+                for _ in 0..2 * blocks {
+                    o.extend_from_slice(&word(r));
+                }
+                o
+            }
+            4 => vec![1; r.range(1, 40) as usize],
+            _ => (0..r.range(1, 40)).map(|_| r.byte()).collect(),
         }
     }
 

@@ -5,8 +5,9 @@
 //! Every lab gets its own namespace names (from a tag), so tests run in parallel without
 //! colliding; addresses live only inside those namespaces (198.18.0.0/15, fd00::/8).
 
+pub mod bench_object;
 pub mod framegen;
-pub mod plot;
+pub mod pki;
 
 use std::{
     fs,
@@ -16,6 +17,14 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
+};
+
+use ps_agent::{
+    observe::{
+        state::{AgentState, read_state},
+        stats::{RuleReport, StatsReport},
+    },
+    policy::compile::RuleKind,
 };
 
 /// Run `cmd` and panic with its output if it fails.
@@ -50,7 +59,7 @@ pub fn sh_ok(cmd: &str) -> bool {
 /// Make sure bpffs is mounted (tests run as root).
 pub fn ensure_bpffs() {
     if !sh_ok("mount | grep -q ' /sys/fs/bpf type bpf'") {
-        sh("mount -t bpf bpf /sys/fs/bpf");
+        sh("mount -t bpf -o mode=0700 bpf /sys/fs/bpf");
     }
 }
 
@@ -93,6 +102,17 @@ pub struct Lab {
     pub b: String,
 }
 
+/// The prefix of every name a test gives a shared resource: namespaces, pin directories,
+/// scratch directories (`PS_TEST_PREFIX`, default `pst`), so two suites can run on one machine.
+pub fn prefix() -> String {
+    std::env::var("PS_TEST_PREFIX").unwrap_or_else(|_| "pst".into())
+}
+
+/// A scratch directory for `tag` under the temp directory (`TMPDIR`), named with [`prefix`].
+pub fn scratch(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{}-{tag}", prefix()))
+}
+
 /// ps's eth0 address.
 pub const PS_ETH0_V4: &str = "198.18.0.1";
 /// ps's eth1 address.
@@ -109,8 +129,8 @@ pub const PS_ETH1_V6: &str = "fd00:1::1";
 pub const A_V6: &str = "fd00:0::2";
 
 impl Lab {
-    /// Create the lab for `tag` (short: namespace names are `pst-{tag}-ps` etc.), replacing
-    /// any leftover of the same tag.
+    /// Create the lab for `tag` (short: namespace names are `{prefix}-{tag}-ps` etc., see
+    /// [`prefix`]), replacing any leftover of the same tag.
     pub fn new(tag: &str) -> Self {
         Self::with_queues(tag, 1)
     }
@@ -118,7 +138,8 @@ impl Lab {
     /// [`Lab::new`] with `queues` rx and tx queues on every veth (a multi-queue NIC's
     /// receive side, for the flood benchmark: see `Lab::steer_tx`).
     pub fn with_queues(tag: &str, queues: u32) -> Self {
-        let lab = Self { ps: format!("pst-{tag}-ps"), a: format!("pst-{tag}-a"), b: format!("pst-{tag}-b") };
+        let p = prefix();
+        let lab = Self { ps: format!("{p}-{tag}-ps"), a: format!("{p}-{tag}-a"), b: format!("{p}-{tag}-b") };
         lab.destroy();
         for ns in [&lab.ps, &lab.a, &lab.b] {
             sh(&format!("ip netns add {ns}"));
@@ -160,8 +181,9 @@ impl Lab {
         }
         // Pins of the agents run in this lab: their tags start with the lab's (`err` → `err3`),
         // so no test leaves counter maps pinned behind it.
-        if let Some(tag) = self.ps.strip_prefix("pst-").and_then(|t| t.strip_suffix("-ps")) {
-            let prefix = format!("pst-{tag}");
+        let p = format!("{}-", prefix());
+        if let Some(tag) = self.ps.strip_prefix(&p).and_then(|t| t.strip_suffix("-ps")) {
+            let prefix = format!("{p}{tag}");
             for e in fs::read_dir("/sys/fs/bpf").into_iter().flatten().flatten() {
                 if e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
                     let _ = fs::remove_dir_all(e.path());
@@ -333,9 +355,14 @@ impl Agent {
 
     /// Start and wait; `false` if it exited or timed out before publishing its state.
     pub fn spawn(ns: &str, tag: &str, args: &[&str], wait: Duration) -> (Self, bool) {
+        Self::spawn_with_env(ns, tag, args, &[], wait)
+    }
+
+    /// [`Agent::spawn`] with extra environment variables (`NOTIFY_SOCKET`, ...).
+    pub fn spawn_with_env(ns: &str, tag: &str, args: &[&str], env: &[(&str, &str)], wait: Duration) -> (Self, bool) {
         ensure_bpffs();
-        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/pst-{tag}"));
-        let state_dir = PathBuf::from(format!("/tmp/pst-{tag}"));
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{}-{tag}", prefix()));
+        let state_dir = scratch(tag);
         let _ = fs::create_dir_all(&state_dir);
         let log = state_dir.join("agent.log");
         let logf = fs::File::create(&log).expect("log file");
@@ -349,6 +376,7 @@ impl Agent {
             .arg("run")
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
             .spawn()
@@ -358,9 +386,7 @@ impl Agent {
         while t0.elapsed() < wait {
             // Started when its own state file (with its pid; nsenter execs the agent) is there.
             let pid = agent.child.as_ref().map_or(0, |c| c.id() as u64);
-            if let Ok(text) = fs::read_to_string(agent.state_dir.join("state.json"))
-                && serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v["pid"].as_u64() == Some(pid))
-            {
+            if read_state(&agent.state_dir).is_ok_and(|s| u64::from(s.pid) == pid) {
                 return (agent, true);
             }
             if let Some(c) = agent.child.as_mut()
@@ -378,8 +404,21 @@ impl Agent {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// `ps-agent stats --json`, parsed.
-    pub fn stats(&self) -> serde_json::Value {
+    /// `ps-agent stats --json`, read as the agent's own report type: a field the tests use
+    /// and the agent renamed fails to compile, and one that does not parse fails here.
+    pub fn report(&self) -> StatsReport {
+        let json = self.stats_json();
+        serde_json::from_slice(&json).unwrap_or_else(|e| {
+            panic!(
+                "`stats --json` of {} is not a StatsReport: {e}\n{}",
+                self.state_dir.display(),
+                String::from_utf8_lossy(&json)
+            )
+        })
+    }
+
+    /// The output of `ps-agent stats --json`; panics with its stderr if it fails.
+    fn stats_json(&self) -> Vec<u8> {
         let out = Command::new(agent_bin())
             .arg("--state-dir")
             .arg(&self.state_dir)
@@ -387,7 +426,20 @@ impl Agent {
             .output()
             .expect("run stats");
         assert!(out.status.success(), "stats failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).expect("stats JSON")
+        out.stdout
+    }
+
+    /// The agent's state file, as the agent reads it.
+    pub fn state(&self) -> AgentState {
+        read_state(&self.state_dir).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// SIGKILL (what a crash or the OOM killer does: no clean-up runs) and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// SIGTERM and wait; returns the exit status code.
@@ -413,16 +465,12 @@ impl Drop for Agent {
     }
 }
 
-/// Packets counted for the rule whose id is `id` (and `direction`), all interfaces.
-pub fn rule_packets(stats: &serde_json::Value, id: &str, direction: &str) -> u64 {
-    stats["rules"]
-        .as_array()
-        .expect("rules")
-        .iter()
-        .find(|r| r["id"] == id && r["direction"] == direction)
-        .unwrap_or_else(|| panic!("no rule {id}/{direction} in {stats}"))["packets"]
-        .as_u64()
-        .unwrap()
+/// The rule `id` of kind `kind` (inbound or reply) in `report`; panics naming the rules there are.
+pub fn rule<'a>(report: &'a StatsReport, id: &str, kind: RuleKind) -> &'a RuleReport {
+    report.rules.iter().find(|r| r.rule.id == id && r.rule.direction == kind).unwrap_or_else(|| {
+        let have: Vec<String> = report.rules.iter().map(|r| format!("{}/{}", r.rule.id, r.rule.direction)).collect();
+        panic!("no rule {id}/{kind} in the report; it has {}", have.join(", "))
+    })
 }
 
 /// Is an XDP program attached to `dev` in `ns`?
@@ -444,13 +492,19 @@ fn csum(data: &[u8], mut sum: u32) -> u16 {
 /// Send one hand-made IPv4 TCP segment from namespace `ns` (a raw socket; the kernel adds
 /// the IP header): for forged replies that no socket of the sender would produce.
 pub fn send_raw_tcp(ns: &str, src: &str, sport: u16, dst: &str, dport: u16, flags: u8) {
+    send_raw_tcp_seq(ns, src, sport, dst, dport, flags, 0x1234_5678, 0x0bad_cafe);
+}
+
+/// [`send_raw_tcp`] with these sequence and acknowledgement numbers.
+#[expect(clippy::too_many_arguments, reason = "a segment's fields, in the order they go on the wire")]
+pub fn send_raw_tcp_seq(ns: &str, src: &str, sport: u16, dst: &str, dport: u16, flags: u8, seq: u32, ack: u32) {
     let (src, dst): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (src.parse().unwrap(), dst.parse().unwrap());
     in_netns(ns, move || {
         let mut seg = [0u8; 20];
         seg[0..2].copy_from_slice(&sport.to_be_bytes());
         seg[2..4].copy_from_slice(&dport.to_be_bytes());
-        seg[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
-        seg[8..12].copy_from_slice(&0x0bad_cafeu32.to_be_bytes());
+        seg[4..8].copy_from_slice(&seq.to_be_bytes());
+        seg[8..12].copy_from_slice(&ack.to_be_bytes());
         seg[12] = 0x50;
         seg[13] = flags;
         seg[14..16].copy_from_slice(&64240u16.to_be_bytes());

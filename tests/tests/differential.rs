@@ -1,12 +1,16 @@
 //! Differential test: the loaded XDP program (BPF_PROG_TEST_RUN) against the host
-//! classifier (`ps_agent::model::Model`, the same ps-common code over the compiled rule
+//! classifier (`ps_agent::policy::model::Model`, the same ps-common code over the compiled rule
 //! set in memory), frame by frame, on generated frames (`ps_tests::framegen`: valid,
 //! edge-case and malformed).
 //!
 //! For every frame, on eth0, eth1 (real ifindexes of the lab namespace) and an
 //! unconfigured interface (lo), in four variants — enforce and dry-run, stateless and
-//! stateful reply admission (the flow table stays empty, so a reply the host model calls
-//! `Tracked` must come out `untracked`) — it checks:
+//! stateful reply admission — it checks the following. Under stateful admission, a reply
+//! the host model calls `Tracked` finds no flow half of the time (it must come out
+//! `untracked`); the other half the test first puts a flow for it in the table (a
+//! handshake with numbers near the frame's or anywhere, data sent, FINs, picked up
+//! mid-stream, idle past its timeout: `flow_for`), and the verdict and the flow the kernel
+//! leaves must be what `ps_common::track::flow_reply` makes of the same flow on the host.
 //! - the XDP action equals the host's (`XDP_DROP` for a drop in enforce, else `XDP_PASS`;
 //!   never `XDP_ABORTED`); frames shorter than an Ethernet header are refused by the
 //!   kernel's test run, and the host must call them `truncated`;
@@ -26,24 +30,26 @@ use std::{
 
 use aya::maps::PerCpuArray;
 use ps_agent::{
-    compile::{HostFacts, RuleSet, compile},
-    config::{Config, Mode, ReplyTracking},
-    load::{LoadOptions, Loaded},
-    model::Model,
+    dataplane::{LoadOptions, Loaded},
+    policy::compile::{HostFacts, RuleSet, compile},
+    policy::config::{Config, Mode, ReplyTracking},
+    policy::model::Model,
 };
 use ps_common::{
-    classify::Verdict,
+    classify::{Verdict, flow_key},
     layout::{
-        Counter, L4, MAX_IFACES, STAT_LOG_SUPPRESSED, STAT_STRIDE, rule_counter_index, stat_drop_index, stat_pass_index,
+        Counter, DIR_FIN, FLOW_TCP_CLOSING, FLOW_TCP_ESTABLISHED, FlowKey, FlowState, L4, MAX_IFACES, Policy,
+        STAT_LOG_SUPPRESSED, STAT_STRIDE, flow_timeout_ns, rule_counter_index, stat_drop_index, stat_pass_index,
     },
     names,
     observe::{STAT_EVENT_LOST, STAT_EVENT_SENT},
     parse::{Parsed, parse_fast, parse_slice},
     reason::DropReason,
+    track::{NO_WSCALE, Reply, SEG_SACK_PERM, Segment, flow_new, flow_reply, flow_seeded, flow_sent, tcp_segment},
 };
 use ps_tests::{
     Lab,
-    framegen::{FrameGen, Ports},
+    framegen::{FrameGen, Ports, Rng},
     in_netns,
 };
 
@@ -137,6 +143,102 @@ fn ports_of(set: &RuleSet) -> Ports {
     p
 }
 
+/// A flow for the tracked reply `frame` (rule counter `c`) as the egress program could have
+/// left it, its key, and the reply's segment and protocol; `None` where the frame has no
+/// readable addresses.
+fn tracked_flow(
+    frame: &[u8],
+    c: u32,
+    set: &RuleSet,
+    rng: &mut Rng,
+) -> Option<(FlowKey, FlowState, Option<Segment>, u8)> {
+    let Parsed::Ip(p) = parse_slice(frame) else { return None };
+    let start = frame.as_ptr() as usize;
+    // SAFETY (both): the frame is readable for the duration of the calls.
+    let key = unsafe { flow_key(start, start + frame.len(), &p, true) }?;
+    let seg = if p.proto == 6 { unsafe { tcp_segment(start, start + frame.len(), &p, true) } } else { None };
+    let flow = flow_for(rng, p.proto, seg.as_ref(), c, &set.policy, ps_agent::clock::monotonic_ns());
+    Some((key, flow, seg, p.proto))
+}
+
+/// A flow for a reply (TCP: with segment `seg`, numbers near its own three times in four):
+/// a UDP flow; or a TCP handshake with random windows and scales, then data from the host,
+/// sometimes FINs; or a SYN without answer; or a flow picked up mid-stream. One in ten has
+/// been idle past its timeout.
+fn flow_for(rng: &mut Rng, proto: u8, seg: Option<&Segment>, c: u32, policy: &Policy, now: u64) -> FlowState {
+    let mut f = match (proto, seg) {
+        (6, Some(s)) => tcp_flow_for(rng, s, c, policy, now),
+        (6, None) => flow_seeded(FLOW_TCP_ESTABLISHED, c, now),
+        _ => flow_new(proto, None, c, now).expect("a UDP flow"),
+    };
+    if rng.chance(1, 10) {
+        f.last_ns = now.saturating_sub(flow_timeout_ns(policy, f.state, true) + 1_000_000_000);
+    }
+    f
+}
+
+fn tcp_flow_for(rng: &mut Rng, s: &Segment, c: u32, policy: &Policy, now: u64) -> FlowState {
+    let near = rng.chance(3, 4);
+    let mut isn = |x: u32| if near { x.wrapping_sub(1 + rng.below(3000) as u32) } else { rng.next_u64() as u32 };
+    let (isn_l, isn_r) = (isn(s.sack), isn(s.seq));
+    let mut wscale = || if rng.chance(3, 4) { rng.below(15) as u8 } else { NO_WSCALE };
+    let (scale_l, scale_r) = (wscale(), wscale());
+    let mut win = || rng.next_u64() as u16 | 1;
+    let (win_l, win_r, win_a) = (win(), win(), win());
+    let syn = Segment {
+        seq: isn_l,
+        end: isn_l.wrapping_add(1),
+        win: win_l,
+        flags: 0x02,
+        wscale: scale_l,
+        opts: SEG_SACK_PERM,
+        ..Segment::default()
+    };
+    let mut f = flow_new(6, Some(&syn), c, now).expect("a SYN opens a flow");
+    match rng.below(8) {
+        0 => return flow_seeded(FLOW_TCP_ESTABLISHED, c, now),
+        1 => return f,
+        _ => {}
+    }
+    let ack_l = isn_l.wrapping_add(1);
+    let synack = Segment {
+        seq: isn_r,
+        ack: ack_l,
+        sack: ack_l,
+        end: isn_r.wrapping_add(1),
+        win: win_r,
+        flags: 0x12,
+        wscale: scale_r,
+        opts: SEG_SACK_PERM,
+    };
+    assert_eq!(flow_reply(&mut f, policy, 6, Some(&synack), now, true), Reply::Pass, "the SYN-ACK of the flow");
+    let sent = rng.below(5000) as u32;
+    let data = Segment {
+        seq: ack_l,
+        ack: isn_r.wrapping_add(1),
+        sack: isn_r.wrapping_add(1),
+        end: ack_l.wrapping_add(sent),
+        win: win_a,
+        flags: 0x10,
+        wscale: NO_WSCALE,
+        opts: 0,
+    };
+    flow_sent(&mut f, 6, Some(&data), c, now);
+    match rng.below(6) {
+        0 => {
+            f.state = FLOW_TCP_CLOSING;
+            f.local.flags |= DIR_FIN;
+        }
+        1 => {
+            f.state = FLOW_TCP_CLOSING;
+            f.local.flags |= DIR_FIN;
+            f.remote.flags |= DIR_FIN;
+        }
+        _ => {}
+    }
+    f
+}
+
 /// A verdict as a short label, for coverage.
 fn label(v: Verdict) -> String {
     match v {
@@ -159,12 +261,14 @@ struct Report {
     fast: usize,
     /// (Frame, variant, interface) cases `decide_quick` answered.
     quick: usize,
+    /// Tracked replies given a flow, by what the flow check said.
+    flows: BTreeMap<String, u64>,
 }
 
 fn run(frames: usize, seed: u64) -> Report {
-    let eth0 = ps_agent::load::ifindex("eth0").unwrap();
-    let eth1 = ps_agent::load::ifindex("eth1").unwrap();
-    let lo = ps_agent::load::ifindex("lo").unwrap();
+    let eth0 = ps_agent::dataplane::host::ifindex("eth0").unwrap();
+    let eth1 = ps_agent::dataplane::host::ifindex("eth1").unwrap();
+    let lo = ps_agent::dataplane::host::ifindex("lo").unwrap();
     let ifaces = vec![("eth0".to_string(), eth0), ("eth1".to_string(), eth1)];
     let host = HostFacts { ephemeral: (32768, 60999), interfaces: vec!["eth0".into(), "eth1".into()] };
     let mut variants = Vec::new();
@@ -182,9 +286,11 @@ fn run(frames: usize, seed: u64) -> Report {
         variants.push(Variant { name, mode, set, loaded, tally: HashMap::new() });
     }
     let mut g = FrameGen::new(seed, ports_of(&variants[0].set));
+    let mut flow_rng = Rng::new(seed ^ 0x666c_6f77);
     let (mut failures, mut failed, mut runs, mut fast, mut quick_n) = (Vec::new(), 0usize, 0u64, 0usize, 0usize);
     let mut families = BTreeMap::new();
     let mut verdicts = BTreeMap::new();
+    let mut flows = BTreeMap::new();
     let t0 = Instant::now();
     let mut fail = |msg: String, failures: &mut Vec<String>| {
         failed += 1;
@@ -229,11 +335,35 @@ fn run(frames: usize, seed: u64) -> Report {
                         );
                     }
                 }
-                // The flow table is empty: a reply that needs a tracked flow is untracked.
-                let verdict = match d.verdict {
+                // A reply that needs a tracked flow: untracked with an empty table, or what
+                // the flow put in for it says.
+                let mut verdict = match d.verdict {
                     Verdict::Tracked(_) => Verdict::Drop(DropReason::Untracked),
                     v => v,
                 };
+                let mut put = None;
+                if let Verdict::Tracked(c) = d.verdict
+                    && flow_rng.chance(1, 2)
+                    && let Some((key, flow, seg, proto)) = tracked_flow(&frame, c, &v.set, &mut flow_rng)
+                {
+                    v.loaded.flows().unwrap().insert(key, flow, 0).unwrap();
+                    let mut host = flow;
+                    let r = flow_reply(
+                        &mut host,
+                        &v.set.policy,
+                        proto,
+                        seg.as_ref(),
+                        ps_agent::clock::monotonic_ns(),
+                        true,
+                    );
+                    verdict = match r {
+                        Reply::Pass | Reply::Close => Verdict::Rule(c),
+                        Reply::Expired => Verdict::Drop(DropReason::Untracked),
+                        Reply::Drop(r) => Verdict::Drop(r),
+                    };
+                    *flows.entry(format!("{r:?}")).or_insert(0u64) += 1;
+                    put = Some((key, host, r));
+                }
                 *verdicts.entry(label(verdict)).or_insert(0) += 1;
                 let ctx = |what: &str| {
                     format!(
@@ -269,6 +399,18 @@ fn run(frames: usize, seed: u64) -> Report {
                     Verdict::Pass(r) => (false, stat_pass_index(slot, r)),
                     Verdict::Drop(r) => (false, stat_drop_index(slot, r, dry)),
                 };
+                if let Some((key, host, r)) = put {
+                    let kernel = v.loaded.flows().unwrap().get(&key, 0).ok();
+                    let gone = matches!(r, Reply::Close | Reply::Expired);
+                    let same = match kernel {
+                        Some(k) => !gone && FlowState { last_ns: 0, ..k } == FlowState { last_ns: 0, ..host },
+                        None => gone,
+                    };
+                    if !same {
+                        fail(ctx(&format!("flow after {r:?}: kernel {kernel:?}, host {host:?}")), &mut failures);
+                    }
+                    let _ = v.loaded.flows().unwrap().remove(&key);
+                }
                 let want = v.tally.entry(bucket).or_default();
                 want.packets += 1;
                 want.bytes += frame.len() as u64;
@@ -297,7 +439,7 @@ fn run(frames: usize, seed: u64) -> Report {
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    Report { frames, runs, failures, failed, families, verdicts, secs, fast, quick: quick_n }
+    Report { frames, runs, failures, failed, families, verdicts, secs, fast, quick: quick_n, flows }
 }
 
 #[test]
@@ -315,6 +457,7 @@ fn kernel_agrees_with_host_classifier() {
     );
     println!("  families: {:?}", r.families);
     println!("  verdicts: {:?}", r.verdicts);
+    println!("  tracked replies given a flow: {:?}", r.flows);
     println!("  fast path taken by {} of {} frames (the rest: the general parser)", r.fast, r.frames);
     println!("  decide_quick answered {} of {} (frame, variant, interface) cases", r.quick, r.frames * 12);
     assert!(
@@ -332,6 +475,9 @@ fn kernel_agrees_with_host_classifier() {
     let missing: Vec<&String> = want.iter().filter(|w| !seen.contains(w.as_str())).collect();
     assert!(missing.is_empty(), "verdicts the generated frames never reached: {missing:?}");
     assert!(r.families.len() >= 11, "every frame family generated: {:?}", r.families);
+    for outcome in ["Pass", "Expired", "Drop(OutOfWindow)", "Drop(ReplyCheck)"] {
+        assert!(r.flows.contains_key(outcome), "no tracked reply with a flow came out {outcome}: {:?}", r.flows);
+    }
     assert!(r.fast > 0 && r.fast < r.frames, "both parsers exercised: fast path {} of {}", r.fast, r.frames);
     assert!(
         r.quick > 0 && r.quick < r.fast * 12,

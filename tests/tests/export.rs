@@ -1,7 +1,7 @@
 //! Export tests: `ps-agent export` output loaded into the "ps" namespace of a lab with
 //! `nft -f` / `iptables-restore` / `ip6tables-restore`, then real traffic from the peers.
 //! The verdicts are those tests/netns.rs asserts for XDP, except for outbound flows, which
-//! the export translates statefully (README, "Export"): PS → a non-matrix remote port is
+//! the export translates statefully (docs/export.md): PS → a non-matrix remote port is
 //! stopped by the output chain on its way out (a TCP connect times out, as under XDP; a
 //! UDP send fails with EPERM) rather than having its reply dropped on the way in.
 

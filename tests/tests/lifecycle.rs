@@ -11,10 +11,31 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ps_agent::{
+    dataplane::AttachMode,
+    observe::state::ReloadOutcome,
+    policy::{compile::RuleKind, config::Mode},
+};
 use ps_tests::*;
 
 fn agent_cmd(agent: &Agent, args: &[&str]) -> (i32, String) {
     let out = Command::new(agent_bin()).arg("--state-dir").arg(&agent.state_dir).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+/// [`agent_cmd`] inside network namespace `ns`, where the agent's interfaces are.
+fn agent_cmd_in(ns: &str, agent: &Agent, args: &[&str]) -> (i32, String) {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{ns}"))
+        .arg(agent_bin())
+        .arg("--state-dir")
+        .arg(&agent.state_dir)
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
@@ -113,13 +134,11 @@ fn hundred_reloads_under_traffic_lose_nothing_and_leak_nothing() {
     assert!(ok > 100, "the allowed flow ran throughout: {ok} answered");
     assert_eq!(lost, 0, "allowed datagrams lost across 100 reloads");
     assert_eq!(leaked, 0, "forbidden datagrams answered across 100 reloads");
-    let s = agent.stats();
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(agent.state_dir.join("state.json")).unwrap()).unwrap();
-    assert_eq!(state["reloads"], 100);
+    let s = agent.report();
+    assert_eq!(agent.state().reloads, 100);
     // The counter of the allowed rule kept counting across generations: every datagram
     // that reached the host is on it.
-    assert_eq!(rule_packets(&s, "site-echo", "inbound"), ok, "counters survive reloads");
+    assert_eq!(rule(&s, "site-echo", RuleKind::Inbound).packets, ok, "counters survive reloads");
 }
 
 #[test]
@@ -139,22 +158,102 @@ fn a_bad_reload_is_rejected_and_the_policy_stays() {
     assert_eq!(code, 1);
     assert!(out.contains("pst-lb.toml:4: field `rule[0].ports`: invalid port `90000`"), "{out}");
     // Behind the CLI's back: SIGHUP; the agent itself rejects it.
-    let pid = agent.stats()["pid"].as_u64().unwrap();
     // SAFETY: signalling the agent.
-    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
-    let t0 = Instant::now();
-    let last = loop {
-        let st: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(agent.state_dir.join("state.json")).unwrap()).unwrap();
-        if !st["last_reload"].is_null() || t0.elapsed() > Duration::from_secs(5) {
-            break st["last_reload"].as_str().unwrap_or_default().to_string();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    unsafe { libc::kill(agent.report().pid as i32, libc::SIGHUP) };
+    let last = rejected_within(&agent, Duration::from_secs(5));
     assert!(last.contains("invalid port `90000`"), "{last}");
     assert!(agent.log_text().contains("reload rejected, the running policy stays"));
     assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V4, 9000, Duration::from_secs(2)), Probe::Open, "still allowed");
     assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V4, 9001, Duration::from_millis(500)), Probe::TimedOut, "still enforced");
+}
+
+/// Poll the state file until it records a reload: why it was rejected, or what happened
+/// instead (applied, or none recorded within `limit`).
+fn rejected_within(agent: &Agent, limit: Duration) -> String {
+    let t0 = Instant::now();
+    loop {
+        match agent.state().last_reload {
+            Some(ReloadOutcome::Rejected(why)) => return why,
+            Some(ReloadOutcome::Applied) => return "applied, not rejected".into(),
+            None if t0.elapsed() > limit => return format!("no reload recorded within {limit:?}"),
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Poll `stats` until its mode is `want`; false after `limit`.
+fn mode_within(agent: &Agent, want: Mode, limit: Duration) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if agent.report().mode == want {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn a_config_that_blocks_stalls_neither_reload_nor_confirm_nor_stop() {
+    let lab = Lab::new("lf");
+    let cfg = std::env::temp_dir().join("pst-lf.toml");
+    let _ = std::fs::remove_file(&cfg);
+    std::fs::write(&cfg, SITE_A).unwrap();
+    let mut agent = Agent::start(&lab.ps, "lf", &["--dry-run", "--config", cfg.to_str().unwrap()]);
+    // The config becomes a FIFO nobody writes: reading it would block for ever.
+    std::fs::remove_file(&cfg).unwrap();
+    let c = std::ffi::CString::new(cfg.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // SAFETY: signalling the agent this test started.
+    unsafe { libc::kill(agent.report().pid as i32, libc::SIGHUP) };
+    let (code, out) = agent_cmd(&agent, &["enforce", "--confirm-within", "2s"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(mode_within(&agent, Mode::DryRun, Duration::from_secs(6)), "the confirm deadline fired on time");
+    let last = agent.state().last_reload;
+    assert!(matches!(&last, Some(ReloadOutcome::Rejected(why)) if why.contains("not a regular file")), "{last:?}");
+    let t0 = Instant::now();
+    assert_eq!(agent.stop(), Some(0), "SIGTERM is served");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let _ = std::fs::remove_file(&cfg);
+}
+
+#[test]
+fn a_reload_that_outgrows_the_maps_says_to_restart() {
+    let lab = Lab::new("lm");
+    let cfg = std::env::temp_dir().join("pst-lm.toml");
+    std::fs::write(&cfg, SITE_A).unwrap();
+    let agent = Agent::start(&lab.ps, "lm", &["--config", cfg.to_str().unwrap()]);
+    // 3,027 site rules: more than the 1,024 counter slots the running agent's maps hold.
+    let big: String = (0..3027)
+        .map(|i| {
+            format!(
+                "[[rule]]\nid = \"site-{i}\"\ntransport = \"udp\"\nports = \"{}\"\ndirection = \"inbound\"\n",
+                10000 + i
+            )
+        })
+        .collect();
+    std::fs::write(&cfg, big).unwrap();
+    let (code, out) = agent_cmd(&agent, &["reload"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the running agent's maps hold 1024: restart the agent"), "{out}");
+    // The agent itself says the same when signalled directly.
+    // SAFETY: signalling the agent this test started.
+    unsafe { libc::kill(agent.report().pid as i32, libc::SIGHUP) };
+    let last = rejected_within(&agent, Duration::from_secs(10));
+    assert!(last.contains("restart the agent"), "{last}");
+}
+
+#[test]
+fn a_garbled_confirm_file_still_reverts() {
+    let lab = Lab::new("lg");
+    let agent = Agent::start(&lab.ps, "lg", &["--dry-run"]);
+    let (code, out) = agent_cmd(&agent, &["enforce", "--confirm-within", "3s"]);
+    assert_eq!(code, 0, "{out}");
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(agent.state_dir.join("confirm.json"), "garbage").unwrap();
+    assert!(mode_within(&agent, Mode::DryRun, Duration::from_secs(6)), "{}", agent.log_text());
+    assert!(agent.log_text().contains("cannot read the pending confirm"), "{}", agent.log_text());
 }
 
 #[test]
@@ -164,11 +263,11 @@ fn commit_confirm_reverts_unless_confirmed() {
     assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 8080, Duration::from_secs(2)), Probe::Refused, "dry-run");
     let (code, out) = agent_cmd(&agent, &["enforce", "--confirm-within", "2s"]);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(agent.stats()["mode"], "enforce");
+    assert_eq!(agent.report().mode, Mode::Enforce);
     assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 8080, Duration::from_millis(500)), Probe::TimedOut, "enforcing");
     // Nobody confirms (the operator locked themselves out): back to dry-run.
     std::thread::sleep(Duration::from_millis(3500));
-    assert_eq!(agent.stats()["mode"], "dry-run");
+    assert_eq!(agent.report().mode, Mode::DryRun);
     assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 8080, Duration::from_secs(2)), Probe::Refused, "reverted");
     assert!(agent.log_text().contains("not confirmed in time: back to dry-run"));
     let (code, out) = agent_cmd(&agent, &["confirm"]);
@@ -178,15 +277,31 @@ fn commit_confirm_reverts_unless_confirmed() {
     let (code, out) = agent_cmd(&agent, &["confirm"]);
     assert_eq!(code, 0, "{out}");
     std::thread::sleep(Duration::from_millis(3000));
-    assert_eq!(agent.stats()["mode"], "enforce");
+    assert_eq!(agent.report().mode, Mode::Enforce);
     assert_eq!(agent_cmd(&agent, &["dry-run"]).0, 0);
-    assert_eq!(agent.stats()["mode"], "dry-run");
+    assert_eq!(agent.report().mode, Mode::DryRun);
+
+    // --json says what changed, so a playbook can tell "changed" from "already so".
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(agent_bin()).arg("--state-dir").arg(&agent.state_dir).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let v = json(&["dry-run", "--json"]);
+    assert_eq!((v["changed"].as_bool(), v["mode"].as_str()), (Some(false), Some(Mode::DryRun.as_str())), "{v}");
+    let v = json(&["enforce", "--confirm-within", "60s", "--json"]);
+    assert_eq!((v["changed"].as_bool(), v["mode"].as_str()), (Some(true), Some(Mode::Enforce.as_str())), "{v}");
+    assert!(v["confirm_deadline"].as_str().is_some_and(|d| d.ends_with('Z')), "RFC 3339 in UTC: {v}");
+    assert_eq!(json(&["confirm", "--json"])["changed"], true);
+    assert_eq!(json(&["confirm", "--json"])["changed"], false, "enforcing already: nothing to confirm");
+    assert_eq!(json(&["enforce", "--json"])["changed"], false);
+    assert_eq!(json(&["dry-run", "--json"])["changed"], true);
 }
 
 #[test]
 fn interfaces_that_come_back_are_attached_again() {
-    let lab = Lab::new("lf");
-    let agent = Agent::start(&lab.ps, "lf", &[]);
+    let lab = Lab::new("li");
+    let agent = Agent::start(&lab.ps, "li", &[]);
     // eth1 vanishes (VM NIC hot-unplug) and comes back with a new ifindex.
     sh(&format!("ip -n {} link del eth1", lab.ps));
     std::thread::sleep(Duration::from_millis(1500));
@@ -203,12 +318,10 @@ fn interfaces_that_come_back_are_attached_again() {
     assert_eq!(tcp_probe(&lab.b, PS_ETH1_V4, 8080, Duration::from_millis(800)), Probe::TimedOut, "enforced again");
     let _l = Listener::tcp(&lab.ps, 443);
     assert_eq!(tcp_probe(&lab.b, PS_ETH1_V4, 443, Duration::from_secs(3)), Probe::Open);
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(agent.state_dir.join("state.json")).unwrap()).unwrap();
-    assert!(state["link_events"].as_u64().unwrap() >= 2, "{state}");
-    let s = agent.stats();
-    let per_if = &s["rules"].as_array().unwrap().iter().find(|r| r["id"] == "ps-01+ps-02").unwrap()["per_interface"];
-    assert!(per_if["eth1"]["packets"].as_u64().unwrap() >= 3, "counted on eth1's slot: {per_if}");
+    let link_events = agent.state().link_events;
+    assert!(link_events >= 2, "{link_events}");
+    let per_if = rule(&agent.report(), "ps-01+ps-02", RuleKind::Inbound).per_interface.clone();
+    assert!(per_if["eth1"].packets >= 3, "counted on eth1's slot: {per_if:?}");
     assert!(agent.log_text().contains("interface `eth1` disappeared"));
 }
 
@@ -250,7 +363,7 @@ fn restart_without_a_gap_when_programs_are_kept() {
     assert!(ok > 20, "{ok}");
     assert_eq!(lost, 0, "allowed datagrams lost across the restart");
     assert_eq!(leaked, 0, "forbidden datagrams answered across the restart");
-    assert_eq!(second.stats()["interfaces"][0]["xdp_mode"], "kept");
+    assert_eq!(second.report().interfaces[0].xdp_mode, AttachMode::Kept);
 
     // `unload` after the kept agent exits removes everything.
     let mut second = second;
@@ -264,5 +377,71 @@ fn restart_without_a_gap_when_programs_are_kept() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!xdp_attached(&lab.ps, "eth0") && !xdp_attached(&lab.ps, "eth1"), "unload detached the kept links");
+    assert!(detached_within(&lab, Duration::from_secs(5)), "unload detached the kept links");
+}
+
+/// Whether XDP leaves both interfaces within `limit`: an unpinned link is released after
+/// an RCU grace period, not at once.
+fn detached_within(lab: &Lab, limit: Duration) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if !xdp_attached(&lab.ps, "eth0") && !xdp_attached(&lab.ps, "eth1") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn kill_9_leaves_the_policy_enforcing_and_the_next_agent_adopts_it() {
+    let lab = Lab::new("k9");
+    let cfg = std::env::temp_dir().join("pst-k9.toml");
+    std::fs::write(&cfg, format!("on_exit = \"keep\"\n{SITE_A}")).unwrap();
+    let args = ["--config", cfg.to_str().unwrap()];
+    let mut first = Agent::start(&lab.ps, "k9", &args);
+    let before = xdp_prog_id(&lab.ps, "eth0").expect("attached");
+    let _allowed = UdpEcho::start(&lab.ps, 9000);
+    let _forbidden = UdpEcho::start(&lab.ps, 9001);
+    let traffic = Traffic::start(&lab);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // SIGKILL: no clean-up runs, yet the links were pinned when they were attached.
+    first.kill();
+    assert_eq!(xdp_prog_id(&lab.ps, "eth0"), Some(before), "still attached with no agent running");
+    let (code, out) = agent_cmd_in(&lab.ps, &first, &["stats"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("is not running") && out.contains("still attached to eth0, eth1"), "{out}");
+    std::thread::sleep(Duration::from_millis(800));
+    let second = Agent::start(&lab.ps, "k9", &args);
+    assert!(
+        second.log_text().contains("took over the programs a previous agent kept on eth0, eth1"),
+        "{}",
+        second.log_text()
+    );
+    assert_ne!(xdp_prog_id(&lab.ps, "eth0"), Some(before), "the program was replaced");
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, lost, leaked) = traffic.finish();
+    assert!(ok > 20, "{ok}");
+    assert_eq!(lost, 0, "allowed datagrams lost across the kill and the restart");
+    assert_eq!(leaked, 0, "forbidden datagrams answered while no agent ran");
+    // The counters are pinned: the kept program counted into them while no agent ran.
+    assert_eq!(rule(&second.report(), "site-echo", RuleKind::Inbound).packets, ok, "counters carry on across the kill");
+}
+
+#[test]
+fn kill_9_with_detach_fails_open() {
+    let lab = Lab::new("kd");
+    let cfg = std::env::temp_dir().join("pst-kd.toml");
+    std::fs::write(&cfg, format!("on_exit = \"detach\"\n{SITE_A}")).unwrap();
+    let mut agent = Agent::start(&lab.ps, "kd", &["--config", cfg.to_str().unwrap()]);
+    let _forbidden = UdpEcho::start(&lab.ps, 9001);
+    assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V4, 9001, Duration::from_millis(500)), Probe::TimedOut, "enforced");
+    agent.kill();
+    // Nothing holds the links of a detaching agent: the host is unfiltered (documented).
+    assert!(detached_within(&lab, Duration::from_secs(5)), "XDP left the interfaces with the process");
+    let (code, out) = agent_cmd_in(&lab.ps, &agent, &["stats"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("is not running") && out.contains("the host is not filtered"), "{out}");
+    assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V4, 9001, Duration::from_secs(2)), Probe::Open, "fail-open");
 }

@@ -3,18 +3,12 @@
 
 use std::time::Duration;
 
+use ps_agent::{dataplane::AttachMode, policy::compile::RuleKind, policy::config::Mode};
+use ps_common::reason::{DropReason, PassReason};
 use ps_tests::*;
 
 const OPEN: Duration = Duration::from_secs(3);
 const DROP: Duration = Duration::from_millis(800);
-
-fn drops(s: &serde_json::Value, reason: &str) -> u64 {
-    s["drops"][reason].as_u64().unwrap()
-}
-
-fn would(s: &serde_json::Value, reason: &str) -> u64 {
-    s["would_drop"][reason].as_u64().unwrap()
-}
 
 #[test]
 fn enforce_shipped_matrix_ipv4() {
@@ -46,42 +40,39 @@ fn enforce_shipped_matrix_ipv4() {
     // Outbound rows: replies pass (stateless: ACK from the row's port to an ephemeral port).
     let _sm = Listener::tcp(&lab.a, 5062);
     assert_eq!(tcp_probe(&lab.ps, A_V4, 5062, OPEN), Probe::Open, "PS -> SM 5062 (ps-04)");
-    let _other = Listener::tcp(&lab.a, 6000);
+    let other = Listener::tcp(&lab.a, 6000);
     assert_eq!(tcp_probe(&lab.ps, A_V4, 6000, DROP), Probe::TimedOut, "no row for remote port 6000: SYN-ACK dropped");
+    // Its SYN-ACK retransmissions would be counted as no_rule drops below.
+    drop(other);
     let _dns = UdpEcho::start(&lab.a, 53);
     assert_eq!(udp_probe(&lab.ps, 0, A_V4, 53, OPEN), Probe::Open, "DNS reply (failsafe)");
     let _mdns = UdpEcho::start(&lab.a, 5353);
     assert_eq!(udp_probe(&lab.ps, 0, A_V4, 5353, DROP), Probe::TimedOut, "udp reply from 5353 is not admitted");
 
     // Counters: exact for UDP, which sends one packet per probe.
-    let before = agent.stats();
+    let before = agent.report();
     for _ in 0..5 {
         assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V4, 9999, Duration::from_millis(200)), Probe::TimedOut);
     }
-    let after = agent.stats();
-    assert_eq!(drops(&after, "no_rule") - drops(&before, "no_rule"), 5, "5 UDP datagrams to 9999, 5 no_rule drops");
+    let after = agent.report();
+    let no_rule = |s: &ps_agent::observe::stats::StatsReport| s.drop_count(DropReason::NoRule);
+    assert_eq!(no_rule(&after) - no_rule(&before), 5, "5 UDP datagrams to 9999, 5 no_rule drops");
 
     let s = after;
-    assert_eq!(s["mode"], "enforce");
-    assert_eq!(s["interfaces"].as_array().unwrap().len(), 2);
-    assert!(rule_packets(&s, "ps-01+ps-02", "inbound") >= 6, "two connections on 443: {s}");
-    assert!(rule_packets(&s, "ps-04", "reply") >= 2, "SYN-ACK and more from 5062");
-    assert!(rule_packets(&s, "failsafe-dns", "reply") >= 1);
-    assert!(drops(&s, "interface") >= 1, "7000 on eth1");
-    assert!(drops(&s, "no_rule") >= 5 + 3, "8080, 5063, 6000 and the UDP probes");
-    let per_if = &s["rules"].as_array().unwrap().iter().find(|r| r["id"] == "ps-01+ps-02").unwrap()["per_interface"];
-    assert!(
-        per_if["eth0"]["packets"].as_u64().unwrap() >= 3 && per_if["eth1"]["packets"].as_u64().unwrap() >= 3,
-        "{per_if}"
-    );
-    assert!(s["passed"]["arp"].as_u64().unwrap() >= 1, "ARP passes");
-    let t = &s["totals"];
-    let sum = t["by_rule"].as_u64().unwrap()
-        + t["passed_other"].as_u64().unwrap()
-        + t["dropped"].as_u64().unwrap()
-        + t["would_drop"].as_u64().unwrap();
-    assert_eq!(t["packets"].as_u64().unwrap(), sum);
-    assert_eq!(t["would_drop"].as_u64().unwrap(), 0);
+    assert_eq!(s.mode, Mode::Enforce);
+    assert_eq!(s.interfaces.len(), 2);
+    let https = rule(&s, "ps-01+ps-02", RuleKind::Inbound);
+    assert!(https.packets >= 6, "two connections on 443: {https:?}");
+    assert!(rule(&s, "ps-04", RuleKind::Reply).packets >= 2, "SYN-ACK and more from 5062");
+    assert!(rule(&s, "failsafe-dns", RuleKind::Reply).packets >= 1);
+    assert!(s.drop_count(DropReason::Interface) >= 1, "7000 on eth1");
+    assert!(s.drop_count(DropReason::NoRule) >= 5 + 3, "8080, 5063, 6000 and the UDP probes");
+    let per_if = &https.per_interface;
+    assert!(per_if["eth0"].packets >= 3 && per_if["eth1"].packets >= 3, "{per_if:?}");
+    assert!(s.pass_count(PassReason::Arp) >= 1, "ARP passes");
+    let t = &s.totals;
+    assert_eq!(t.packets, t.by_rule + t.passed_other + t.dropped + t.would_drop);
+    assert_eq!(t.would_drop, 0);
 
     // Clean exit: detached, unpinned, no state file.
     assert_eq!(agent.stop(), Some(0), "{}", agent.log_text());
@@ -100,16 +91,16 @@ fn enforce_shipped_matrix_ipv6() {
     assert_eq!(tcp_probe(&lab.a, PS_ETH0_V6, 18443, OPEN), Probe::Open, "ps-22 over IPv6 (and NDP passes)");
     assert_eq!(tcp_probe(&lab.a, PS_ETH0_V6, 443, OPEN), Probe::Refused);
     assert_eq!(tcp_probe(&lab.a, PS_ETH0_V6, 8080, DROP), Probe::TimedOut);
-    let before = agent.stats();
+    let before = agent.report();
     for _ in 0..3 {
         assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V6, 9999, Duration::from_millis(200)), Probe::TimedOut);
     }
     let _dns = UdpEcho::start(&lab.a, 53);
     assert_eq!(udp_probe(&lab.ps, 0, A_V6, 53, OPEN), Probe::Open, "DNS reply over IPv6");
-    let s = agent.stats();
-    assert_eq!(drops(&s, "no_rule") - drops(&before, "no_rule"), 3);
-    assert!(rule_packets(&s, "ps-22", "inbound") >= 3);
-    assert!(s["passed"]["ndp"].as_u64().unwrap() >= 1, "neighbour discovery passes: {s}");
+    let s = agent.report();
+    assert_eq!(s.drop_count(DropReason::NoRule) - before.drop_count(DropReason::NoRule), 3);
+    assert!(rule(&s, "ps-22", RuleKind::Inbound).packets >= 3);
+    assert!(s.pass_count(PassReason::Ndp) >= 1, "neighbour discovery passes: {:?}", s.passed);
 }
 
 #[test]
@@ -122,19 +113,27 @@ fn dry_run_passes_everything_and_counts_would_drops() {
     assert_eq!(tcp_probe(&lab.a, PS_ETH0_V4, 8080, OPEN), Probe::Refused, "dry-run: 8080 gets through (RST)");
     assert_eq!(tcp_probe(&lab.b, PS_ETH1_V4, 7000, OPEN), Probe::Refused, "dry-run: 7000 on eth1 gets through");
     assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V4, 9999, OPEN), Probe::Refused, "dry-run: port unreachable comes back");
-    let s = agent.stats();
-    assert_eq!(s["mode"], "dry-run");
-    assert_eq!(s["interfaces"][0]["xdp_mode"], "skb");
-    assert!(would(&s, "no_rule") >= 2, "{s}");
-    assert!(would(&s, "interface") >= 1, "{s}");
-    assert_eq!(s["totals"]["dropped"].as_u64().unwrap(), 0, "nothing is dropped in dry-run");
-    // The would-drops are logged (rate-limited) as events from the ring buffer.
-    let line = "would drop: no_rule on eth0 from 198.18.0.2 tcp";
+    let s = agent.report();
+    assert_eq!(s.mode, Mode::DryRun);
+    assert_eq!(s.interfaces[0].xdp_mode, AttachMode::Skb);
+    assert!(s.would_drop_count(DropReason::NoRule) >= 2, "{:?}", s.would_drop);
+    assert!(s.would_drop_count(DropReason::Interface) >= 1, "{:?}", s.would_drop);
+    assert_eq!(s.totals.dropped, 0, "nothing is dropped in dry-run");
+    // The would-drops are logged (rate-limited) as events from the ring buffer, in fixed
+    // key=value fields; `rule` names the management-only row 7000 belongs to.
+    let lines = [
+        "action=would_drop src=198.18.0.2 dst=198.18.0.1 proto=tcp sport=",
+        " dport=8080 iface=eth0 reason=no_rule rule=- len=",
+        "action=would_drop src=198.18.1.2 dst=198.18.1.1 proto=tcp sport=",
+        " dport=7000 iface=eth1 reason=interface rule=ps-13",
+    ];
     let t0 = std::time::Instant::now();
-    while !agent.log_text().contains(line) && t0.elapsed() < Duration::from_secs(3) {
+    while !lines.iter().all(|l| agent.log_text().contains(l)) && t0.elapsed() < Duration::from_secs(3) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(agent.log_text().contains(line), "log:\n{}", agent.log_text());
+    for l in lines {
+        assert!(agent.log_text().contains(l), "no `{l}` in the log:\n{}", agent.log_text());
+    }
 }
 
 #[test]
@@ -145,18 +144,14 @@ fn dry_run_log_is_rate_limited() {
         assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V4, 9999, Duration::from_millis(300)), Probe::Refused, "probe {i}");
     }
     std::thread::sleep(Duration::from_millis(600));
-    let s = agent.stats();
-    let logged = agent.log_text().matches("would drop:").count() as u64;
-    assert!(would(&s, "no_rule") >= 60);
+    let s = agent.report();
+    let logged = agent.log_text().matches("action=would_drop ").count() as u64;
+    assert!(s.would_drop_count(DropReason::NoRule) >= 60);
     assert!(logged <= 30, "60 would-drops in well under 4 s logged {logged} lines");
-    assert!(
-        s["log_suppressed"].as_u64().unwrap() >= 60 - logged - 5,
-        "suppressed lines are counted: {}",
-        s["log_suppressed"]
-    );
+    assert!(s.log_suppressed >= 60 - logged - 5, "suppressed lines are counted: {}", s.log_suppressed);
     // Every would-drop is either logged as an event, or counted as suppressed or lost.
-    let (suppressed, lost) = (s["events"]["suppressed"].as_u64().unwrap(), s["events"]["lost"].as_u64().unwrap());
-    assert_eq!(logged + suppressed + lost, s["totals"]["would_drop"].as_u64().unwrap(), "{}", agent.log_text());
+    let (suppressed, lost) = (s.events.suppressed, s.events.lost);
+    assert_eq!(logged + suppressed + lost, s.totals.would_drop, "{}", agent.log_text());
 }
 
 #[test]
@@ -194,7 +189,7 @@ fn startup_errors_say_what_is_wrong_and_leave_nothing_behind() {
     let log = a.log_text();
     assert!(log.contains("another XDP program is attached to `eth1`: program id "), "{log}");
     assert!(log.contains("`ps_xdp` (native mode, bpf_link id ") && log.contains(", a ps-agent)"), "{log}");
-    assert!(log.contains("a bpf_link cannot be replaced without its link"), "{log}");
+    assert!(log.contains("it is another ps-agent: stop it"), "{log}");
     assert!(!xdp_attached(&lab.ps, "eth0"), "eth0 was never attached");
     assert!(!a.pin_dir.exists());
     assert!(xdp_attached(&lab.ps, "eth1"), "the other program is untouched");
@@ -206,7 +201,7 @@ fn startup_errors_say_what_is_wrong_and_leave_nothing_behind() {
     assert!(!ok);
     assert_eq!(second.stop(), Some(1));
     assert!(second.log_text().contains("another ps-agent (pid"), "{}", second.log_text());
-    assert!(first.stats()["mode"] == "enforce", "the first agent keeps running");
+    assert_eq!(first.report().mode, Mode::Enforce, "the first agent keeps running");
 }
 
 #[test]
@@ -219,9 +214,9 @@ fn bound_systems_admit_only_their_addresses() {
     assert_eq!(tcp_probe(&lab.a, PS_ETH0_V6, 5061, OPEN), Probe::Refused, "and over IPv6");
     assert_eq!(tcp_probe(&lab.b, PS_ETH1_V4, 5061, DROP), Probe::TimedOut, "another address does not");
     assert_eq!(tcp_probe(&lab.b, PS_ETH1_V4, 443, OPEN), Probe::Refused, "unbound rows stay port-only");
-    let s = agent.stats();
-    assert!(drops(&s, "source") >= 1, "{}", s["drops"]);
-    let r = s["rules"].as_array().unwrap().iter().find(|r| r["id"] == "ps-05").unwrap();
-    assert_eq!(r["system"], "Session Manager");
-    assert!(r["packets"].as_u64().unwrap() >= 2);
+    let s = agent.report();
+    assert!(s.drop_count(DropReason::Source) >= 1, "{:?}", s.drops);
+    let r = rule(&s, "ps-05", RuleKind::Inbound);
+    assert_eq!(r.rule.system.as_deref(), Some("Session Manager"));
+    assert!(r.packets >= 2);
 }

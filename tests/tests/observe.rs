@@ -9,17 +9,30 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ps_agent::{
+    observe::{
+        report::{DryRunReport, Group},
+        stats::StatsReport,
+    },
+    policy::{compile::RuleKind, config::Mode, nearest::NearestKind},
+};
+use ps_common::{names, reason::DropReason};
 use ps_tests::*;
 
 const OPEN: Duration = Duration::from_secs(3);
 const SHORT: Duration = Duration::from_millis(300);
 
-/// `GET path` on `addr` from inside namespace `ns`: (status line, body).
+/// `GET path` on `addr` from inside namespace `ns`, asking for OpenMetrics as Prometheus
+/// does: (status line, body).
 fn http_get(ns: &str, addr: &'static str, path: &'static str) -> (String, String) {
     in_netns(ns, move || {
         let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/openmetrics-text\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
@@ -73,8 +86,8 @@ fn metrics_match_the_traffic_and_drops_are_logged() {
     let r443 = "ps_agent_rule_packets_total{rule=\"ps-01+ps-02\",proto=\"tcp\",ports=\"443\",direction=\"inbound\",interface=\"eth0\",verdict=\"pass\"}";
     assert!(sample(&after, r443) - sample(&before, r443) >= 3, "SYN, ACK, ... of the 443 connection:\n{after}");
     // The same numbers as `stats --json`.
-    let s = agent.stats();
-    let total: u64 = s["drops"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let s = agent.report();
+    let total = s.totals.dropped;
     let (_, now) = http_get(&lab.ps, "127.0.0.1:9487", "/metrics");
     let scraped: u64 = ["eth0", "eth1"]
         .iter()
@@ -86,27 +99,23 @@ fn metrics_match_the_traffic_and_drops_are_logged() {
             &now,
             "ps_agent_rule_packets_total{rule=\"ps-01+ps-02\",proto=\"tcp\",ports=\"443\",direction=\"inbound\",interface=\"eth0\",verdict=\"pass\"}"
         ),
-        s["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["id"] == "ps-01+ps-02" && r["direction"] == "inbound")
-            .unwrap()["per_interface"]["eth0"]["packets"]
-            .as_u64()
-            .unwrap()
+        rule(&s, "ps-01+ps-02", RuleKind::Inbound).per_interface["eth0"].packets
     );
-    assert_eq!(sample(&now, "ps_agent_tracked_flows"), s["flows"]["tracked"].as_u64().unwrap());
+    assert_eq!(sample(&now, "ps_agent_tracked_flows"), s.flows.tracked);
 
     // Events: each drop is logged (one line), or counted as suppressed or lost.
-    let line = "drop: no_rule on eth0 from 198.18.0.2 udp";
+    let events = |log: &str, from: &str, iface: &str| {
+        let head = format!("action=drop src={from} dst=");
+        let tail = format!(" dport=9999 iface={iface} reason=no_rule rule=- len=");
+        log.lines().filter(|l| l.contains(&head) && l.contains(" proto=udp ") && l.contains(&tail)).count()
+    };
     let t0 = Instant::now();
-    while agent.log_text().matches(line).count() < 5 && t0.elapsed() < Duration::from_secs(3) {
+    while events(&agent.log_text(), "198.18.0.2", "eth0") < 5 && t0.elapsed() < Duration::from_secs(3) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let log = agent.log_text();
-    assert_eq!(log.matches(line).count(), 5, "one line per datagram (under the burst):\n{log}");
-    assert!(log.contains("→9999 ("), "{log}");
-    assert_eq!(log.matches("drop: no_rule on eth1 from 198.18.1.2 udp").count(), 3, "{log}");
+    assert_eq!(events(&log, "198.18.0.2", "eth0"), 5, "one line per datagram (under the burst):\n{log}");
+    assert_eq!(events(&log, "198.18.1.2", "eth1"), 3, "{log}");
     // A flood: the rate limit suppresses, and counts what it suppresses.
     in_netns(&lab.a, || {
         let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -115,11 +124,11 @@ fn metrics_match_the_traffic_and_drops_are_logged() {
         }
     });
     std::thread::sleep(Duration::from_millis(500));
-    let s = agent.stats();
-    let logged = agent.log_text().lines().filter(|l| l.contains("drop: ")).count() as u64;
-    let (suppressed, lost) = (s["events"]["suppressed"].as_u64().unwrap(), s["events"]["lost"].as_u64().unwrap());
+    let s = agent.report();
+    let logged = agent.log_text().lines().filter(|l| l.contains("action=drop ")).count() as u64;
+    let (suppressed, lost) = (s.events.suppressed, s.events.lost);
     assert!(suppressed >= 100, "200 drops in a burst of 10 per CPU: {suppressed} suppressed");
-    let total: u64 = s["drops"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let total = s.totals.dropped;
     assert_eq!(logged + suppressed + lost, total, "every drop is logged, suppressed or lost");
     let (_, m) = http_get(&lab.ps, "127.0.0.1:9487", "/metrics");
     assert!(sample(&m, "ps_agent_events_suppressed_total") >= suppressed);
@@ -136,13 +145,16 @@ fn metrics_port_taken_fails_start_up() {
     assert!(!xdp_attached(&lab.ps, "eth0"), "nothing attached");
 }
 
-fn group<'a>(r: &'a serde_json::Value, proto: &str, dport: u64, iface: &str) -> &'a serde_json::Value {
-    r["groups"]
-        .as_array()
-        .unwrap()
+fn group<'a>(r: &'a DryRunReport, proto: &str, dport: u16, iface: &str) -> &'a Group {
+    r.groups
         .iter()
-        .find(|g| g["proto"] == proto && g["dport"] == dport && g["iface"] == iface)
-        .unwrap_or_else(|| panic!("no group {proto}/{dport} on {iface} in {r:#}"))
+        .find(|g| g.proto == proto && g.dport == dport && g.iface == iface)
+        .unwrap_or_else(|| panic!("no group {proto}/{dport} on {iface} in {r:#?}"))
+}
+
+/// The rows `g`'s nearest hint names, and what kind of near miss it is.
+fn nearest(g: &Group) -> Option<(NearestKind, Vec<&str>)> {
+    g.nearest.as_ref().map(|n| (n.kind, n.rows.iter().map(String::as_str).collect()))
 }
 
 #[test]
@@ -166,40 +178,35 @@ fn dry_run_report_lists_what_would_break() {
 
     let out = ps_agent(&["--state-dir", &sd, "report", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["mode"], "dry-run");
+    let r: DryRunReport = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("`report --json` is not a DryRunReport: {e}\n{}", String::from_utf8_lossy(&out.stdout))
+    });
+    assert_eq!(r.mode, Mode::DryRun);
     let g = group(&r, "udp", 9999, "eth0");
-    assert_eq!((g["packets"].as_u64(), g["reason"].as_str()), (Some(4), Some("no_rule")), "{g}");
-    assert_eq!(g["sources"][0]["src"], A_V4);
-    assert!(g["nearest"].is_null(), "nothing near udp/9999: {g}");
+    assert_eq!((g.packets, g.reason.as_str()), (4, DropReason::NoRule.as_str()), "{g:?}");
+    assert_eq!(g.sources[0].src, A_V4);
+    assert_eq!(nearest(g), None, "nothing near udp/9999: {g:?}");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let last = g["last_seen_unix"].as_u64().unwrap();
+    let last = g.last_seen_unix;
     assert!(last <= now && now - last < 30, "last seen {last}, now {now}");
-    assert!(g["first_seen_unix"].as_u64().unwrap() <= last);
+    assert!(g.first_seen_unix <= last);
     let g = group(&r, "tcp", 9999, "eth0");
-    assert_eq!(g["packets"].as_u64(), Some(2), "two SYNs: {g}");
-    assert!(g["nearest"].is_null());
+    assert_eq!(g.packets, 2, "two SYNs: {g:?}");
+    assert_eq!(nearest(g), None);
     let g = group(&r, "tcp", 5063, "eth0");
-    assert_eq!(g["packets"].as_u64(), Some(1), "{g}");
-    assert_eq!(g["nearest"]["kind"], "disabled", "{g}");
-    assert_eq!(g["nearest"]["rows"], serde_json::json!(["ps-07", "ps-08"]));
+    assert_eq!(g.packets, 1, "{g:?}");
+    assert_eq!(nearest(g), Some((NearestKind::Disabled, vec!["ps-07", "ps-08"])), "{g:?}");
     let g = group(&r, "tcp", 7000, "eth1");
-    assert_eq!((g["packets"].as_u64(), g["reason"].as_str()), (Some(1), Some("interface")), "{g}");
-    assert_eq!(g["nearest"]["kind"], "interface");
-    assert_eq!(g["nearest"]["rows"], serde_json::json!(["ps-13", "ps-20"]));
+    assert_eq!((g.packets, g.reason.as_str()), (1, DropReason::Interface.as_str()), "{g:?}");
+    assert_eq!(nearest(g), Some((NearestKind::Interface, vec!["ps-13", "ps-20"])));
     let g = group(&r, "udp", 5222, "eth1");
-    assert_eq!(g["nearest"]["kind"], "other_protocol", "{g}");
-    assert_eq!(g["nearest"]["rows"], serde_json::json!(["ps-10"]));
+    assert_eq!(nearest(g), Some((NearestKind::OtherProtocol, vec!["ps-10"])), "{g:?}");
     let g = group(&r, "udp", 9997, "eth0");
-    assert_eq!(
-        (g["packets"].as_u64(), g["sources"][0]["src"].as_str()),
-        (Some(3), Some("fd00::2")),
-        "IPv6 source: {g}"
-    );
+    assert_eq!((g.packets, g.sources[0].src.as_str()), (3, "fd00::2"), "IPv6 source: {g:?}");
     // Busiest first.
-    let volumes: Vec<u64> = r["groups"].as_array().unwrap().iter().map(|g| g["packets"].as_u64().unwrap()).collect();
+    let volumes: Vec<u64> = r.groups.iter().map(|g| g.packets).collect();
     assert!(volumes.windows(2).all(|w| w[0] >= w[1]), "{volumes:?}");
-    assert_eq!(volumes[0], 4, "udp/9999 is the busiest: {r:#}");
+    assert_eq!(volumes[0], 4, "udp/9999 is the busiest: {r:#?}");
 
     let out = ps_agent(&["--state-dir", &sd, "report"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -208,8 +215,8 @@ fn dry_run_report_lists_what_would_break() {
     assert!(text.contains("ps-07,ps-08") && text.contains("management interface"), "{text}");
 }
 
-fn drops_no_rule(s: &serde_json::Value) -> u64 {
-    s["drops"]["no_rule"].as_u64().unwrap()
+fn drops_no_rule(s: &StatsReport) -> u64 {
+    s.drop_count(DropReason::NoRule)
 }
 
 #[test]
@@ -222,24 +229,27 @@ fn counters_survive_a_restart() {
     for _ in 0..3 {
         assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V4, 9999, SHORT), Probe::TimedOut);
     }
-    let s1 = agent.stats();
+    let s1 = agent.report();
     assert_eq!(drops_no_rule(&s1), 3);
-    let since = s1["since_unix"].as_u64().unwrap();
+    let since = s1.since_unix;
     assert_eq!(agent.stop(), Some(0));
-    assert!(pins.join("PS_RULE_CNT").exists() && pins.join("PS_EPOCH").exists(), "counter maps stay pinned");
-    assert!(!pins.join("PS_PORTS").exists() && !pins.join("PS_STATE").exists(), "policy maps do not");
+    assert!(
+        pins.join(names::MAP_RULE_CNT).exists() && pins.join(names::MAP_EPOCH).exists(),
+        "counter maps stay pinned"
+    );
+    assert!(!pins.join(names::MAP_PORTS).exists() && !pins.join(names::MAP_STATE).exists(), "policy maps do not");
 
     std::thread::sleep(Duration::from_millis(1100));
     let mut agent = Agent::start(&lab.ps, "m5r", &[]);
-    let s2 = agent.stats();
+    let s2 = agent.report();
     assert_eq!(drops_no_rule(&s2), 3, "the counters went on");
-    assert_eq!(s2["since_unix"].as_u64().unwrap(), since, "and say since when");
-    assert!(s2["started_unix"].as_u64().unwrap() > since);
+    assert_eq!(s2.since_unix, since, "and say since when");
+    assert!(s2.started_unix > since);
     assert!(agent.log_text().contains("reusing the pinned counters"), "{}", agent.log_text());
     for _ in 0..2 {
         assert_eq!(udp_probe(&lab.a, 0, PS_ETH0_V4, 9999, SHORT), Probe::TimedOut);
     }
-    assert_eq!(drops_no_rule(&agent.stats()), 5);
+    assert_eq!(drops_no_rule(&agent.report()), 5);
     let out = ps_agent(&["--state-dir", &sd, "stats"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("counting since "), "{text}");
@@ -248,9 +258,9 @@ fn counters_survive_a_restart() {
     // Another interface set: other counter slots, so the counters start again.
     std::thread::sleep(Duration::from_millis(1100));
     let mut agent = Agent::start(&lab.ps, "m5r", &["--iface", "eth0"]);
-    let s3 = agent.stats();
+    let s3 = agent.report();
     assert_eq!(drops_no_rule(&s3), 0, "not reused for another layout");
-    assert!(s3["since_unix"].as_u64().unwrap() > since);
+    assert!(s3.since_unix > since);
     assert!(agent.log_text().contains("are not reused"), "{}", agent.log_text());
     assert_eq!(agent.stop(), Some(0));
 

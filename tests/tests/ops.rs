@@ -9,6 +9,8 @@ use std::{
     time::Duration,
 };
 
+use ps_agent::policy::config::Mode;
+use ps_common::names;
 use ps_tests::*;
 
 /// Run the agent binary with `args` inside namespace `ns` (or the caller's when `None`).
@@ -39,7 +41,7 @@ fn line<'a>(out: &'a str, check: &str) -> &'a str {
 /// Compile tests/data/xdp_pass.ll into an XDP object with llc (no clang needed).
 fn pass_object(tag: &str) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/xdp_pass.ll");
-    let dir = PathBuf::from(format!("/tmp/pst-{tag}"));
+    let dir = scratch(tag);
     fs::create_dir_all(&dir).unwrap();
     let obj = dir.join("xdp_pass.o");
     let llc = ["/usr/lib/llvm-22/bin/llc", "llc-22", "llc"]
@@ -61,10 +63,13 @@ fn doctor_checks_interfaces_drivers_and_other_programs() {
     let lab = Lab::new("od1");
     let (code, out, err) = agent_in(Some(&lab.ps), &["doctor"]);
     assert!(!out.contains("\nfail ") && !out.starts_with("fail "), "nothing fails in the lab:\n{out}{err}");
-    assert!(code == 0 || code == 2, "exit 0 (all pass) or 2 (warnings only), got {code}:\n{out}");
-    assert_eq!(code == 2, out.lines().any(|l| l.starts_with("warn ")), "exit code 2 exactly when a check warns");
+    assert!(code == 0 || code == 3, "exit 0 (all pass) or 3 (warnings only), got {code}:\n{out}");
+    assert_eq!(code == 3, out.lines().any(|l| l.starts_with("warn ")), "exit code 3 exactly when a check warns");
     assert!(line(&out, "kernel").starts_with("pass"), "{out}");
-    assert!(line(&out, "bpffs").starts_with("pass"), "{out}");
+    // A world-writable bpffs (a plain `mount -t bpf`) warns; setup.sh mounts it 0700.
+    let open =
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata("/sys/fs/bpf").unwrap().permissions()) & 0o002 != 0;
+    assert!(line(&out, "bpffs").starts_with(if open { "warn" } else { "pass" }), "{out}");
     assert!(line(&out, "privileges").starts_with("pass"), "tests run as root:\n{out}");
     // The verifier's own answer: the object loads here, with its instruction counts.
     let program = line(&out, "program");
@@ -91,7 +96,7 @@ fn doctor_checks_interfaces_drivers_and_other_programs() {
         l.contains("another XDP program is attached: program id ") && l.contains("`ps_xdp` (native mode, bpf_link id "),
         "{l}"
     );
-    assert!(l.contains("a bpf_link cannot be replaced without its link"), "{l}");
+    assert!(l.contains("it is another ps-agent: stop it"), "{l}");
     assert!(line(&out, "eth0 xdp").starts_with("pass"), "{out}");
     // --json carries the same verdicts.
     let (code, json, _) = agent_in(Some(&lab.ps), &["doctor", "--json", "-i", "eth1"]);
@@ -143,10 +148,7 @@ fn force_replaces_a_netlink_program_but_not_a_bpf_link() {
     assert!(!ok);
     assert_eq!(c.stop(), Some(1));
     let log = c.log_text();
-    assert!(
-        log.contains("--force replaces only netlink attachments; a bpf_link cannot be replaced without its link"),
-        "{log}"
-    );
+    assert!(log.contains("--force replaces only netlink attachments; it is another ps-agent: stop it"), "{log}");
     assert!(log.contains("(native mode, bpf_link id "), "{log}");
     assert_eq!(tcp_probe(&lab.b, PS_ETH1_V4, 8080, Duration::from_millis(800)), Probe::TimedOut, "still enforced");
 
@@ -156,7 +158,7 @@ fn force_replaces_a_netlink_program_but_not_a_bpf_link() {
 
 #[test]
 fn install_uninstall_into_a_staging_root() {
-    let root = PathBuf::from("/tmp/pst-oi1-root");
+    let root = scratch("oi1-root");
     let _ = fs::remove_dir_all(&root);
     let r = root.to_str().unwrap();
     let (code, out, err) = agent_in(None, &["install", "--root", r]);
@@ -176,22 +178,17 @@ fn install_uninstall_into_a_staging_root() {
     assert_eq!(code, 0, "{err}");
     assert!(check.contains("mode:       dry-run"), "{check}");
     assert!(check.contains("27 rules") && !check.contains("site-snmp"), "example rules stay commented out: {check}");
+    assert_eq!(fs::read_to_string(&cfg).unwrap(), ps_agent::ops::install::default_config());
 
+    // The committed unit, with the binary of this layout on the Exec lines.
     let u = fs::read_to_string(&unit).unwrap();
-    assert!(u.contains("ExecStart=/usr/local/sbin/ps-agent run --config /etc/ps-agent/config.toml\n"), "{u}");
-    for k in [
-        "Type=simple",
-        "Restart=on-failure",
-        "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON\n",
-        "ProtectSystem=strict",
-        "ReadWritePaths=/sys/fs/bpf",
-        "RuntimeDirectory=ps-agent",
-        "NoNewPrivileges=yes",
-        "RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6",
-        "MemoryDenyWriteExecute=yes",
-    ] {
-        assert!(u.contains(k), "unit lacks {k}:\n{u}");
-    }
+    let committed = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/ps-agent.service"))
+        .unwrap()
+        .replace("/usr/sbin/ps-agent", "/usr/local/sbin/ps-agent");
+    assert_eq!(u, committed);
+    assert!(u.contains("\nExecStart=/usr/local/sbin/ps-agent run --config /etc/ps-agent/config.toml\n"), "{u}");
+    assert!(u.contains("\nExecReload=/usr/local/sbin/ps-agent reload\n"), "{u}");
+    assert!(u.contains("\nType=notify\n"), "{u}");
 
     // systemd-analyze verifies the unit; the paths are relocated into the staging root so
     // the ExecStart binary exists (the content is otherwise the same).
@@ -201,7 +198,8 @@ fn install_uninstall_into_a_staging_root() {
         .replace("/usr/local/sbin/ps-agent", bin.to_str().unwrap())
         .replace("/etc/ps-agent/config.toml", cfg.to_str().unwrap());
     fs::write(vdir.join("ps-agent.service"), relocated).unwrap();
-    let out = Command::new("systemd-analyze").arg("verify").arg(vdir.join("ps-agent.service")).output();
+    // --man=no: the man pages the unit names are installed by the packages, not here.
+    let out = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(vdir.join("ps-agent.service")).output();
     match out {
         Ok(o) => {
             let e = String::from_utf8_lossy(&o.stderr);
@@ -223,17 +221,17 @@ fn install_uninstall_into_a_staging_root() {
     assert!(out.contains("kept the existing config"), "{out}");
     assert_eq!(fs::read_to_string(&cfg).unwrap(), "mode = \"enforce\"\n# mine\n");
 
-    // Uninstall: binary, unit, enable link, stale pins and state go; the config stays.
+    // Uninstall: binary, unit and enable link go; the config stays. A staging root has
+    // no bpffs: a directory there named like the pin directory is not ps-agent's to empty.
     let pins = root.join("sys/fs/bpf/ps-agent");
     fs::create_dir_all(&pins).unwrap();
-    fs::write(pins.join("PS_STATE"), "").unwrap();
-    fs::create_dir_all(root.join("run/ps-agent")).unwrap();
-    fs::write(root.join("run/ps-agent/state.json"), stale_state(&pins)).unwrap();
+    fs::write(pins.join(names::MAP_STATE), "").unwrap();
     let (code, out, err) = agent_in(None, &["uninstall", "--root", r]);
     assert_eq!(code, 0, "{out}{err}");
-    for p in [&bin, &unit, &wants, &pins, &root.join("run/ps-agent/state.json")] {
+    for p in [&bin, &unit, &wants] {
         assert!(!p.exists() && !p.is_symlink(), "{} not removed:\n{out}", p.display());
     }
+    assert!(pins.join(names::MAP_STATE).exists() && out.contains("left the pins"), "{out}");
     assert!(cfg.exists() && out.contains("(remove it with --purge)"), "{out}");
     let (code, _, _) = agent_in(None, &["uninstall", "--root", r, "--purge"]);
     assert_eq!(code, 0);
@@ -246,7 +244,7 @@ fn stale_state(pin_dir: &Path) -> String {
     serde_json::json!({
         "version": "0.1.0", "pid": 0, "started_unix": 0, "pin_dir": pin_dir, "product": "x",
         "policy": "x", "fingerprint": "x", "rules_cap": 64, "management_interface": "eth0",
-        "interfaces": [], "rules": []
+        "interfaces": [], "rules": [], "reply_tracking": "stateful"
     })
     .to_string()
 }
@@ -263,17 +261,15 @@ fn unload_removes_what_a_killed_agent_left() {
     let (code, _, err) = agent_in(Some(&lab.ps), &[&dirs[..], &["unload"]].concat());
     assert_eq!(code, 1);
     assert!(err.contains("is still running") && err.contains("--force"), "{err}");
-    assert!(agent.pin_dir.join("PS_STATE").exists());
+    assert!(agent.pin_dir.join(names::MAP_STATE).exists());
 
     // SIGKILL: no clean-up. The bpf_link dies with the process; pins and state stay.
-    let v: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(agent.state_dir.join("state.json")).unwrap()).unwrap();
-    let pid = v["pid"].as_i64().unwrap() as i32;
+    let pid = agent.state().pid as i32;
     // SAFETY: killing the agent this test started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(500));
     assert!(!xdp_attached(&lab.ps, "eth0"), "bpf_link detached with the process");
-    assert!(agent.pin_dir.join("PS_RULE_CNT").exists() && agent.state_dir.join("state.json").exists());
+    assert!(agent.pin_dir.join(names::MAP_RULE_CNT).exists() && agent.state_dir.join("state.json").exists());
 
     let (code, out, err) = agent_in(Some(&lab.ps), &[&dirs[..], &["unload"]].concat());
     assert_eq!(code, 0, "{out}{err}");
@@ -288,5 +284,161 @@ fn unload_removes_what_a_killed_agent_left() {
     let (code, _, err) =
         agent_in(Some(&lab.ps), &["--pin-dir", "/sys/fs/bpf", "--state-dir", &state, "unload", "--force"]);
     assert_eq!(code, 1);
-    assert!(err.contains("refusing to empty a top-level directory"), "{err}");
+    assert!(err.contains("it is the root of the BPF filesystem"), "{err}");
+}
+
+fn chown_mode(p: &Path, uid: u32, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::os::unix::fs::chown(p, Some(uid), Some(uid)).unwrap();
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_pin_directory_another_user_made_is_refused() {
+    use std::os::unix::fs::MetadataExt as _;
+    let lab = Lab::new("pd1");
+    let pins = PathBuf::from(format!("/sys/fs/bpf/{}-pd1", prefix()));
+    let (p, s) = (pins.to_str().unwrap(), scratch("pd1"));
+    // A local user pre-creates it (bpffs is often mounted 1777): nobody's, world-writable.
+    fs::create_dir(&pins).unwrap();
+    chown_mode(&pins, 65534, 0o777);
+    let (code, _, err) =
+        agent_in(Some(&lab.ps), &["--pin-dir", p, "--state-dir", s.to_str().unwrap(), "run", "--iface", "eth0"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("refusing") && err.contains("owned by uid 65534 with mode 0777"), "{err}");
+    assert!(!xdp_attached(&lab.ps, "eth0"), "nothing attached");
+    // root's and only readable by others (what mkdir under a 022 umask gives): taken, and
+    // narrowed to 0700.
+    chown_mode(&pins, 0, 0o755);
+    let _agent = Agent::start(&lab.ps, "pd1", &["--iface", "eth0"]);
+    assert_eq!(fs::metadata(&pins).unwrap().mode() & 0o7777, 0o700);
+    let state = fs::metadata(scratch("pd1").join("state.json")).unwrap();
+    assert_eq!(state.mode() & 0o777, 0o600, "the state file is root's to read");
+}
+
+#[test]
+fn directories_off_bpffs_are_never_emptied() {
+    let lab = Lab::new("pd2");
+    let dir = scratch("pd2-precious");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("precious"), "keep me").unwrap();
+    let d = dir.to_str().unwrap();
+    let state = scratch("pd2");
+    fs::create_dir_all(&state).unwrap();
+    let st = state.to_str().unwrap();
+    let (code, _, err) = agent_in(Some(&lab.ps), &["--pin-dir", d, "--state-dir", st, "run", "--iface", "eth0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a directory on a BPF filesystem"), "{err}");
+    let (code, _, err) = agent_in(None, &["--pin-dir", d, "--state-dir", st, "unload", "--force"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a directory on a BPF filesystem"), "{err}");
+    // A tampered state file names it as the pin directory: unload checks the field first.
+    fs::write(state.join("state.json"), stale_state(&dir)).unwrap();
+    let pins = format!("/sys/fs/bpf/{}-pd2", prefix());
+    let (code, out, err) = agent_in(None, &["--pin-dir", &pins, "--state-dir", st, "unload"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ignored the pin directory"), "{out}");
+    assert_eq!(fs::read_to_string(dir.join("precious")).unwrap(), "keep me");
+}
+
+#[test]
+fn one_agent_per_pin_and_state_directory() {
+    let lab = Lab::new("oa1");
+    let first = Agent::start(&lab.ps, "oa1", &["--iface", "eth0"]);
+    let pid = first.report().pid;
+    let other_state = scratch("oa1-b");
+    let other_pins = format!("/sys/fs/bpf/{}-oa1-b", prefix());
+    let (p, s) = (first.pin_dir.to_str().unwrap(), first.state_dir.to_str().unwrap());
+    for (pins, state) in [(p, other_state.to_str().unwrap()), (other_pins.as_str(), s)] {
+        let (code, _, err) =
+            agent_in(Some(&lab.ps), &["--pin-dir", pins, "--state-dir", state, "run", "--iface", "eth1"]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(&format!("in use by another ps-agent (pid {pid})")), "{err}");
+    }
+    assert!(!xdp_attached(&lab.ps, "eth1"), "the second agent attached nothing");
+    assert_eq!(first.report().mode, Mode::Enforce, "the first agent runs on, untouched");
+    let _ = fs::remove_dir_all(&other_pins);
+}
+
+#[test]
+fn install_never_writes_through_a_planted_link() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink};
+    let root = scratch("oi2-root");
+    let victims = scratch("oi2-victims");
+    for d in [&root, &victims] {
+        let _ = fs::remove_dir_all(d);
+        fs::create_dir_all(d).unwrap();
+    }
+    let victim = |name: &str| {
+        let p = victims.join(name);
+        fs::write(&p, "victim").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    };
+    let (v_bin, v_unit) = (victim("bin"), victim("unit"));
+    fs::create_dir_all(root.join("usr/local/sbin")).unwrap();
+    fs::create_dir_all(root.join("etc/systemd/system")).unwrap();
+    symlink(&v_bin, root.join("usr/local/sbin/ps-agent")).unwrap();
+    symlink(&v_unit, root.join("etc/systemd/system/ps-agent.service")).unwrap();
+    let r = root.to_str().unwrap();
+    let (code, out, err) = agent_in(None, &["install", "--root", r, "--no-enable"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for v in [&v_bin, &v_unit] {
+        assert_eq!(fs::read_to_string(v).unwrap(), "victim", "{} was written through the link", v.display());
+        assert_eq!(fs::metadata(v).unwrap().mode() & 0o777, 0o600, "{} was chmodded through the link", v.display());
+    }
+    let bin = fs::symlink_metadata(root.join("usr/local/sbin/ps-agent")).unwrap();
+    assert!(bin.file_type().is_file() && bin.mode() & 0o777 == 0o755, "the link was replaced by the binary");
+
+    // A planted directory link is refused: nothing lands in the directory it points to.
+    let _ = fs::remove_dir_all(root.join("etc/ps-agent"));
+    symlink(&victims, root.join("etc/ps-agent")).unwrap();
+    let (code, _, err) = agent_in(None, &["install", "--root", r, "--no-enable"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("it is a symlink"), "{err}");
+    assert!(!victims.join("config.toml").exists());
+    let _ = fs::remove_dir_all(&root);
+    let _ = fs::remove_dir_all(&victims);
+}
+
+/// The systemd unit gives the agent no CAP_SYS_ADMIN, so the probes cannot make their
+/// private network namespace: they answer the same from errors and `/proc/kallsyms`.
+#[test]
+fn probes_answer_the_same_without_cap_sys_admin() {
+    let features = |prefix: &[&str]| -> Vec<String> {
+        let mut c = Command::new(prefix.first().copied().unwrap_or("env"));
+        let out = c.args(prefix.iter().skip(1)).arg(agent_bin()).arg("doctor").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<String> = text.lines().filter(|l| l.contains("  feature ")).map(String::from).collect();
+        assert!(!text.contains("feature probes"), "a probe failed:\n{text}");
+        assert_eq!(lines.len(), 7, "{text}");
+        lines
+    };
+    let root = features(&[]);
+    let unit = features(&["setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin"]);
+    assert_eq!(root, unit);
+}
+
+#[test]
+fn install_and_unload_say_whether_anything_changed() {
+    let root = scratch("oi3-root");
+    let _ = fs::remove_dir_all(&root);
+    let r = root.to_str().unwrap();
+    let changed = |args: &[&str]| -> (bool, Vec<String>) {
+        let (code, out, err) = agent_in(None, args);
+        assert_eq!(code, 0, "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let actions = v["actions"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+        (v["changed"].as_bool().unwrap(), actions)
+    };
+    let (first, actions) = changed(&["install", "--root", r, "--json"]);
+    assert!(first && actions.iter().any(|a| a.starts_with("installed ")), "{actions:?}");
+    let (second, actions) = changed(&["install", "--root", r, "--json"]);
+    assert!(!second, "a second install changes nothing: {actions:?}");
+    let pins = format!("/sys/fs/bpf/{}-oi3", prefix());
+    let state = scratch("oi3-state");
+    let (nothing, actions) = changed(&["--pin-dir", &pins, "--state-dir", state.to_str().unwrap(), "unload", "--json"]);
+    assert!(!nothing && actions[0].starts_with("nothing to unload"), "{actions:?}");
+    let _ = fs::remove_dir_all(&root);
 }

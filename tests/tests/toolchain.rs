@@ -3,7 +3,8 @@
 
 use std::{path::PathBuf, process::Command};
 
-use ps_common::frames;
+use ps_agent::policy::explain::{ExplainVerdict, Explanation, Replay};
+use ps_common::{frames, reason::DropReason};
 use ps_tests::agent_bin;
 
 fn agent(args: &[&str]) -> (i32, String, String) {
@@ -152,16 +153,16 @@ fn explain_one_packet() {
         "fd00::53",
         "--json",
     ]);
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!((v["verdict"].as_str(), v["rule"].as_str()), (Some("accept if tracked"), Some("failsafe-dns")));
+    let v: Explanation = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!((v.verdict, v.rule.as_deref()), (ExplainVerdict::AcceptIfTracked, Some("failsafe-dns")));
     let (code, _, err) =
         agent(&["explain", "--config", "/dev/null", "--proto", "tcp", "--dport", "1", "--iface", "eth7"]);
     assert_eq!(code, 1);
     assert!(err.contains("interface `eth7` is not enforced"), "{err}");
 }
 
-/// A classic big-endian pcap (the reader must handle both byte orders).
-fn pcap_be(frames: &[Vec<u8>]) -> Vec<u8> {
+/// A classic big-endian pcap's file header (the reader must handle both byte orders).
+fn pcap_be_header() -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&0xa1b2_c3d4u32.to_be_bytes());
     b.extend_from_slice(&2u16.to_be_bytes());
@@ -169,13 +170,42 @@ fn pcap_be(frames: &[Vec<u8>]) -> Vec<u8> {
     b.extend_from_slice(&[0; 8]);
     b.extend_from_slice(&65535u32.to_be_bytes());
     b.extend_from_slice(&1u32.to_be_bytes()); // Ethernet
+    b
+}
+
+/// `f` as a big-endian pcap record.
+fn pcap_be_record(b: &mut Vec<u8>, f: &[u8]) {
+    b.extend_from_slice(&[0; 8]);
+    b.extend_from_slice(&(f.len() as u32).to_be_bytes());
+    b.extend_from_slice(&(f.len() as u32).to_be_bytes());
+    b.extend_from_slice(f);
+}
+
+/// A classic big-endian pcap of `frames`.
+fn pcap_be(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut b = pcap_be_header();
     for f in frames {
-        b.extend_from_slice(&[0; 8]);
-        b.extend_from_slice(&(f.len() as u32).to_be_bytes());
-        b.extend_from_slice(&(f.len() as u32).to_be_bytes());
-        b.extend_from_slice(f);
+        pcap_be_record(&mut b, f);
     }
     b
+}
+
+/// Peak resident memory of `cmd` (KiB), and its standard output.
+#[expect(clippy::zombie_processes, reason = "wait4 reaps the child, with its resource usage")]
+fn peak_rss(cmd: &mut Command) -> (u64, String) {
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().expect("spawn");
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let mut status = 0;
+    // SAFETY: zeroed rusage is valid; wait4 on our own child, which no one else waits for.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        let pid = libc::wait4(child.id() as i32, &mut status, 0, &mut usage);
+        assert_eq!(pid, child.id() as i32, "wait4: {}", std::io::Error::last_os_error());
+        usage
+    };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "exit status {status}: {out}");
+    (usage.ru_maxrss as u64, out)
 }
 
 #[test]
@@ -200,13 +230,46 @@ fn explain_replays_a_pcap() {
     assert!(out.contains("interface"), "7000 on eth1: {out}");
     assert!(out.contains("12 frames in 4 flows; 2 flows (7 packets) would be cut by the matrix"), "{out}");
     let (_, json, _) = agent(&["explain", "--config", "/dev/null", "--pcap", path.to_str().unwrap(), "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(v["flows"][0]["packets"], 6);
-    assert_eq!(v["flows"][0]["cut"], true);
+    let v: Replay = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!((v.flows[0].packets, v.flows[0].cut), (6, true));
     std::fs::write(&path, b"not a pcap at all, just some text....").unwrap();
     let (code, _, err) = agent(&["explain", "--config", "/dev/null", "--pcap", path.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(err.contains("not a pcap file"), "{err}");
+    assert!(err.contains("not a pcap or pcapng file"), "{err}");
+}
+
+/// Replaying a capture takes constant memory: a 300 MB pcap, far from fitting the bound.
+#[test]
+fn explain_replays_a_large_pcap_in_constant_memory() {
+    use std::io::Write as _;
+    const FRAMES: usize = 200_000;
+    const BOUND_KIB: u64 = 32 << 10;
+    let accepted = frames::frame(&[], &frames::v4(), &frames::tcp(50000, 443, 0x10), 1460);
+    let dropped = frames::frame(&[], &frames::v6(), &frames::udp(40000, 9999), 1440);
+    let path = std::env::temp_dir().join(format!("{}-large.pcap", ps_tests::prefix()));
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    file.write_all(&pcap_be_header()).unwrap();
+    let mut chunk = Vec::new();
+    for i in 0..FRAMES {
+        pcap_be_record(&mut chunk, if i % 4 == 0 { &dropped } else { &accepted });
+        if chunk.len() > 1 << 20 {
+            file.write_all(&chunk).unwrap();
+            chunk.clear();
+        }
+    }
+    file.write_all(&chunk).unwrap();
+    drop(file);
+    let size = std::fs::metadata(&path).unwrap().len();
+    let (kib, json) =
+        peak_rss(Command::new(agent_bin()).args(["explain", "--config", "/dev/null", "--json", "--pcap"]).arg(&path));
+    std::fs::remove_file(&path).unwrap();
+    eprintln!("explain --pcap of {} MB: peak RSS {} KiB", size / 1_000_000, kib);
+    let v: Replay = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(v.frames, FRAMES as u64);
+    assert_eq!((v.flows[0].why.as_str(), v.flows[0].packets), ("ps-01+ps-02", 150_000));
+    assert_eq!((v.flows[1].why.as_str(), v.flows[1].packets), (DropReason::NoRule.as_str(), 50_000));
+    assert!(size > 300_000_000, "{size}");
+    assert!(kib < BOUND_KIB, "explain of a {size}-byte capture peaked at {kib} KiB (bound {BOUND_KIB} KiB)");
 }
 
 #[test]

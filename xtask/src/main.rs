@@ -1,4 +1,5 @@
-//! Developer tasks: `cargo xtask setup | test | verify | bench | fuzz | demo | vm-test`.
+//! Developer tasks: `cargo xtask setup | test | verify | bench | fuzz | demo | dist | vm-test |
+//! fleet-test`.
 //!
 //! xtask itself depends on nothing of the project, so it compiles on a fresh machine
 //! before the eBPF toolchain exists; every task first runs `xtask/setup.sh`, which
@@ -12,6 +13,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod dist;
+mod fleet;
 mod vm;
 
 #[derive(Parser)]
@@ -27,7 +30,8 @@ enum Task {
     /// mount bpffs.
     Setup,
     /// The whole suite: fmt, clippy (host crates and the eBPF crate on its target), a short
-    /// fuzz run of every target, unit, program (BPF_PROG_TEST_RUN) and namespace tests.
+    /// fuzz run of every target, `dist`, unit, program (BPF_PROG_TEST_RUN), namespace and
+    /// package tests (the .deb is installed and purged with dpkg).
     Test {
         /// Skip fmt and clippy.
         #[arg(long)]
@@ -50,7 +54,8 @@ enum Task {
         seed: Option<u64>,
     },
     /// Per-packet cost (BPF_PROG_TEST_RUN) against the floor and xdp-filter, scale to
-    /// 100,000 rules, control-plane times, agent memory; writes BENCHMARKS.md and its plot.
+    /// 100,000 rules, control-plane times, agent memory, floods; writes every number to
+    /// tests/bench/results.json, and BENCHMARKS.md (tables) and the plots from it.
     Bench {
         /// Interleaved rounds (the median is reported).
         #[arg(long, default_value_t = 11)]
@@ -58,12 +63,16 @@ enum Task {
         /// Repeats per test run.
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
-        /// Print only; do not write BENCHMARKS.md and the plot.
+        /// Print only; do not write the results file, BENCHMARKS.md and the plots.
         #[arg(long)]
         no_write: bool,
+        /// Measure nothing: regenerate BENCHMARKS.md and the plots from
+        /// tests/bench/results.json (needs neither root nor the eBPF toolchain).
+        #[arg(long, conflicts_with_all = ["rounds", "repeat"])]
+        from_json: bool,
     },
-    /// Fuzz the parser/classifier and the config parsers (cargo-fuzz, nightly; installs
-    /// cargo-fuzz if missing): each target for `--seconds`.
+    /// Fuzz the parser/classifier, the config parsers and the capture reader (cargo-fuzz,
+    /// nightly; installs cargo-fuzz if missing): each target for `--seconds`.
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 30)]
@@ -78,15 +87,25 @@ enum Task {
         #[arg(long, default_value_t = 8)]
         seconds: u64,
     },
+    /// Release artifacts into target/dist/: a static x86_64-unknown-linux-musl ps-agent
+    /// (eBPF object embedded; left at target/x86_64-unknown-linux-musl/release/ps-agent),
+    /// packaged as .deb, .rpm (el8/el9) and .tar.gz with SHA256SUMS. Fails if the man
+    /// pages, completions or default config under packaging/ are stale. Needs cargo-deb,
+    /// cargo-generate-rpm, rpm and the musl target (xtask/setup.sh installs them).
+    Dist,
     /// The kernel matrix: boot Debian's kernels (the machine's own suite, 6.1 generic and
-    /// cloud; other suites from VM_SUITES: 6.12, 7.x, 5.10) and Ubuntu's (VM_UBUNTU: 5.11 to
-    /// 6.0, 6.8) under QEMU with a small initramfs, run the program tests there and on the running kernel, print results and
-    /// verified instructions per program per kernel; fail on a failed test or a program over
-    /// its verifier budget. Below 5.15 only the load test runs: whether the kernel accepts
-    /// the program, and if not, why. Not part of `test`. Installs QEMU and fetches the
-    /// kernels itself (xtask/vm-setup.sh), under target/vm/.
+    /// cloud; other suites from VM_SUITES: 6.12, 7.x, 5.10) and Ubuntu's (VM_UBUNTU: 5.4, 5.11
+    /// to 6.0, 6.8) under QEMU with a small initramfs; run the program tests, `ps-agent
+    /// doctor` and a live smoke test (the agent enforcing over veth pairs) there and on the
+    /// running kernel, with the static agent `dist` builds (checked static in each run);
+    /// print results, the agent's sha256, degraded features and verified instructions per
+    /// program per kernel; fail on a failed test, a rejected object, a program over its
+    /// verifier budget, a doctor failure or an agent that is not the static build. Below 5.15 the program tests' test-run context is missing: only the
+    /// load test runs of them. Not part of `test`. Installs QEMU and fetches the kernels
+    /// itself (xtask/vm-setup.sh), under target/vm/.
     VmTest {
-        /// Also boot this kernel image (bzImage; veth built in or `veth.ko` beside it).
+        /// Also boot this kernel image (bzImage; veth, and before 6.6 sch_ingress and cls_bpf, built
+        /// in or as `.ko` files beside it).
         #[arg(long = "kernel")]
         kernels: Vec<PathBuf>,
         /// Do not run the tests on the running kernel.
@@ -99,6 +118,27 @@ enum Task {
         /// Boot only the kernels whose package name (or --kernel path) contains this.
         #[arg(long)]
         only: Option<String>,
+    },
+    /// The cluster on real hosts: three Debian 12 hosts with their own systemd (nspawn
+    /// containers) on a private bridge, the Ansible role rolled out to them over SSH,
+    /// Prometheus scraping them with the shipped rules; checks the rollout, the unit under
+    /// systemd and the alerts (docs/dev/fleet-lab.md). Not part of `test`. Installs its
+    /// tools and caches the hosts' root file system under target/fleet/
+    /// (xtask/fleet-setup.sh).
+    FleetTest {
+        /// Leave the lab running at the end (for a look inside; `--down` removes it).
+        #[arg(long)]
+        keep: bool,
+        /// Only remove a lab that is still up.
+        #[arg(long)]
+        down: bool,
+        /// Install this .deb instead of building one with `cargo xtask dist`.
+        #[arg(long, conflicts_with = "binary")]
+        package: Option<PathBuf>,
+        /// Install the bare release binary through `ps-agent install` instead of a package
+        /// (quicker to rebuild while working on the agent).
+        #[arg(long)]
+        binary: bool,
     },
 }
 
@@ -147,6 +187,15 @@ fn test(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Run `cmd` and return its stdout; fail with its stderr.
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.current_dir(root()).output().with_context(|| format!("failed to start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
@@ -162,7 +211,11 @@ fn fuzz(seconds: u64, targets: Vec<String>) -> anyhow::Result<()> {
     if !have.is_ok_and(|o| o.status.success()) {
         run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
     }
-    let targets = if targets.is_empty() { vec!["parse_decide".to_string(), "config".to_string()] } else { targets };
+    let targets = if targets.is_empty() {
+        vec!["parse_decide".to_string(), "config".to_string(), "capture".to_string()]
+    } else {
+        targets
+    };
     let dir = root().join("tests/fuzz");
     for t in targets {
         eprintln!("[xtask] fuzzing {t} for {seconds} s");
@@ -198,7 +251,7 @@ fn main() -> anyhow::Result<()> {
                 run(cargo().args(["fmt", "--all", "--check"]))?;
                 // Host crates; the eBPF object is not needed to lint them.
                 run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]).env("AYA_BUILD_SKIP", "1"))?;
-                // The eBPF crate, on its own target, as aya-template's test.sh does.
+                // The eBPF crates, on their own target, as aya-template's test.sh does.
                 run(Command::new("rustup")
                     .args([
                         "run",
@@ -207,6 +260,8 @@ fn main() -> anyhow::Result<()> {
                         "clippy",
                         "--package",
                         "ps-ebpf",
+                        "--package",
+                        "ps-bench-ebpf",
                         "--target",
                         "bpfel-unknown-none",
                         "-Z",
@@ -222,8 +277,16 @@ fn main() -> anyhow::Result<()> {
                 fuzz(fuzz_seconds, vec![])?;
             }
             run(cargo().args(["build", "--package", "ps-agent"]))?;
+            // The package tests (tests/tests/packaging.rs) check the release artifacts.
+            dist::dist(&root(), cargo)?;
             let bin = root().join("target/debug/ps-agent");
-            test(cargo().arg("test").args(&args).env("PS_AGENT_BIN", &bin))
+            test(
+                cargo()
+                    .arg("test")
+                    .args(&args)
+                    .env("PS_AGENT_BIN", &bin)
+                    .env("PS_DIST_DIR", root().join("target/dist")),
+            )
         }
         Task::Verify { frames, seed } => {
             setup()?;
@@ -236,7 +299,17 @@ fn main() -> anyhow::Result<()> {
             }
             test(&mut cmd)
         }
-        Task::Bench { rounds, repeat, no_write } => {
+        Task::Bench { no_write, from_json: true, .. } => {
+            // The tables and plots need no eBPF object: skip building one.
+            run(cargo().args(["build", "--package", "ps-tests", "--bin", "ps-bench"]).env("AYA_BUILD_SKIP", "1"))?;
+            let mut cmd = Command::new(root().join("target/debug/ps-bench"));
+            cmd.arg("--from-json");
+            if no_write {
+                cmd.arg("--no-write");
+            }
+            run(&mut cmd)
+        }
+        Task::Bench { rounds, repeat, no_write, from_json: false } => {
             setup()?;
             run(cargo().args(["build", "--release", "--package", "ps-agent", "--package", "ps-tests"]))?;
             let bin = root().join("target/release/ps-agent");
@@ -259,6 +332,13 @@ fn main() -> anyhow::Result<()> {
                 .arg("--seconds")
                 .arg(seconds.to_string())
                 .env("PS_AGENT_BIN", &bin))
+        }
+        Task::Dist => dist::dist(&root(), cargo),
+        Task::FleetTest { keep, down, package, binary } => {
+            if !down {
+                setup()?;
+            }
+            fleet::fleet_test(&root(), cargo, &fleet::Opts { keep, down, package, binary })
         }
         Task::VmTest { kernels, no_host, timeout, only } => {
             setup()?;

@@ -1,11 +1,16 @@
 //! `cargo xtask vm-test`: the kernel matrix. Boots each kernel that `xtask/vm-setup.sh`
 //! fetched (Debian and Ubuntu packages, under `target/vm/kernels/`) under QEMU with a small
-//! initramfs built here — busybox, the program-test binary, `ip`, `nsenter` and `sysctl` with
-//! their shared libraries, the veth module — runs the program tests (BPF_PROG_TEST_RUN) there,
-//! and reads the results and the verifier's instruction counts off the serial console.
-//! The running kernel gets the same tests natively, as one more row. Kernels too old for
-//! the program tests (below [`MIN_KERNEL`]) still boot, and run only the test that loads
-//! the object: the row then says whether the kernel accepts the program, and if not, why.
+//! initramfs built here — busybox, the program tests, the smoke test's binaries, `ip`,
+//! `nsenter` and `sysctl`, with their shared libraries, the static agent `cargo xtask dist`
+//! builds (with none: each run checks it runs alone), and the lab's modules — and runs
+//! there the program tests (BPF_PROG_TEST_RUN), `ps-agent doctor` (the features it probes,
+//! and its exit code: 0 all pass, 3 warnings only, both a pass) and the live smoke test
+//! ([`SMOKE`]: the agent enforcing the shipped matrix on real traffic), reading the results
+//! and the verifier's instruction counts off the serial console. The running kernel gets
+//! the same natively, as one more row. Kernels too old for the program tests (below
+//! [`MIN_KERNEL`]) run only the one that loads the object, then the smoke test: the row says
+//! whether the kernel accepts the program (and if not, the verifier's reason) and whether
+//! the agent enforces there.
 //!
 //! The budgets are not repeated here: `verifier_cost_stays_within_budget`
 //! (tests/tests/program.rs) prints each program's count with its budget, and this task
@@ -25,8 +30,8 @@ use anyhow::{Context as _, bail};
 /// The program tests need the `xdp_md` context in BPF_PROG_TEST_RUN, with
 /// `ingress_ifindex` (kernel 5.15, commit 47316f4a3053 "bpf: Support input xdp_md context
 /// in BPF_PROG_TEST_RUN"): below it every case fails with EINVAL, so such kernels run only
-/// [`COST_TEST`], which loads the object without running it ([`Scope::LoadOnly`]). README,
-/// "Prerequisites and kernels", documents the same floor.
+/// [`COST_TEST`], which loads the object without running it ([`Scope::LoadOnly`]).
+/// docs/dev/kernel-matrix.md documents the same floor.
 const MIN_KERNEL: (u32, u32) = (5, 15);
 
 /// `bpf_prog_info.verified_insns` exists from 5.16 (commit aba64c7da983 "bpf: Add
@@ -35,6 +40,20 @@ const VERIFIED_INSNS_KERNEL: (u32, u32) = (5, 16);
 
 /// The test that prints the verifier's work per program, run with `--nocapture`.
 const COST_TEST: &str = "verifier_cost_stays_within_budget";
+
+/// The live smoke test, run on every kernel (it needs no test-run context): the agent
+/// itself (`ps-agent run`) enforcing the shipped matrix in a namespace lab, with real
+/// traffic over veth pairs: open and closed matrix ports answered, others dropped, the
+/// counters read through `stats --json`, an outbound connection's reply admitted through
+/// the flow table; then forged replies dropped under stateful admission. (test binary,
+/// test name).
+const SMOKE: [(&str, &str); 2] =
+    [("netns", "enforce_shipped_matrix_ipv4"), ("stateful", "forged_replies_pass_stateless_but_not_stateful")];
+
+/// Modules a guest loads (in this order) where its kernel builds them as modules: veth for
+/// the lab; sch_ingress (clsact) and cls_bpf for the egress program before TCX (6.6).
+/// `xtask/vm-setup.sh` fetches the same list.
+const MODULES: [&str; 3] = ["veth", "sch_ingress", "cls_bpf"];
 
 /// Seconds a kernel gets under KVM to reach init before TCG is tried instead.
 const KVM_BOOT_SECS: u64 = 30;
@@ -52,8 +71,8 @@ const LOAD_FAILED: &str = "the object did not load: ";
 enum Scope {
     /// All the program tests.
     Full,
-    /// Below [`MIN_KERNEL`]: only [`COST_TEST`], to learn whether the kernel accepts the
-    /// object. A rejection there is a finding, not a failure.
+    /// Below [`MIN_KERNEL`]: of the program tests only [`COST_TEST`], which loads the
+    /// object without running it (and the smoke test, which needs no test-run context).
     LoadOnly,
 }
 
@@ -64,17 +83,18 @@ impl Scope {
 
     /// Test runs, each closing with a libtest summary.
     fn runs(self) -> usize {
-        match self {
-            Scope::Full => 2,
-            Scope::LoadOnly => 1,
-        }
+        SMOKE.len()
+            + match self {
+                Scope::Full => 2,
+                Scope::LoadOnly => 1,
+            }
     }
 }
 
 /// Options of the task.
 pub struct Opts {
-    /// Extra kernel images (bzImage) to boot; they need veth built in, or its module next
-    /// to them as `veth.ko`.
+    /// Extra kernel images (bzImage) to boot; they need veth (and before 6.6 sch_ingress and
+    /// cls_bpf) built in, or their modules next to them (`veth.ko`, ...).
     pub kernels: Vec<PathBuf>,
     /// Skip the native run on the running kernel.
     pub no_host: bool,
@@ -82,6 +102,19 @@ pub struct Opts {
     pub timeout: u64,
     /// Boot only the kernels whose package name or path contains this.
     pub only: Option<String>,
+}
+
+/// A kernel to boot.
+struct Kernel {
+    /// The package's name (or the `--kernel` path).
+    name: String,
+    /// The bzImage.
+    image: PathBuf,
+    /// Of [`MODULES`], those the kernel builds as modules.
+    modules: Vec<PathBuf>,
+    /// The kernel's config, which the guest gets as `/boot/config-<release>` for
+    /// `ps-agent doctor`'s config checks (none for a `--kernel` image).
+    config: Option<PathBuf>,
 }
 
 /// One kernel's result.
@@ -104,6 +137,13 @@ struct Report {
     rejected: Vec<String>,
     /// Problems beyond failed tests (timeout, no summary, budget, missing count).
     problems: Vec<String>,
+    /// The kernel features `ps-agent doctor` probed there: name → present, degraded or
+    /// missing.
+    features: BTreeMap<String, String>,
+    /// What `ps-agent doctor` answered as a whole.
+    doctor: Doctor,
+    /// The agent binary that ran, as the run saw it.
+    agent: Option<GuestAgent>,
     /// The kernel has no BTF of its own (`/sys/kernel/btf/vmlinux`, CONFIG_DEBUG_INFO_BTF):
     /// Ubuntu's OEM 5.14 is built so. Not a failure: the object carries its own BTF and needs
     /// no CO-RE relocation, so whether it loads is what the tests say (`ps-agent doctor`
@@ -112,28 +152,153 @@ struct Report {
     log: PathBuf,
 }
 
-impl Report {
-    /// Whether the row counts as passed. Below the minimum a rejection is what the row is
-    /// there to record; only a broken run (timeout, crash, a failure that is no load error)
-    /// fails it.
-    fn ok(&self) -> bool {
-        match self.scope {
-            Scope::Full => self.failed.is_empty() && self.problems.is_empty() && !self.passed.is_empty(),
-            Scope::LoadOnly => self.problems.is_empty() && (!self.passed.is_empty() || !self.rejected.is_empty()),
+/// `ps-agent doctor`'s answer in a run: its exit code (0 all pass, [`DOCTOR_WARNINGS`]
+/// warnings only, 1 a failure) and the checks that warned or failed.
+#[derive(Default)]
+struct Doctor {
+    exit: Option<i32>,
+    warned: Vec<String>,
+    failed: Vec<String>,
+}
+
+impl Doctor {
+    /// Take one of doctor's lines (`warn  kernel config   neither ...`: status, the check
+    /// padded, detail); the feature's name and status word when it is a feature line.
+    fn line(&mut self, line: &str) -> Option<(String, String)> {
+        let mut cols = line.splitn(3, "  ");
+        let (status, check) = (cols.next()?, cols.next()?.trim().to_string());
+        let detail = cols.next().unwrap_or("").trim();
+        match status {
+            "warn" => self.warned.push(check.clone()),
+            "fail" => self.failed.push(check.clone()),
+            "pass" => {}
+            _ => return None,
+        }
+        let feature = check.strip_prefix("feature ")?.to_string();
+        Some((feature, detail.split_whitespace().next()?.trim_end_matches(':').to_string()))
+    }
+
+    /// The doctor column: `pass`, `warn` (warnings only: a pass), `FAIL`, `-` (no exit code).
+    fn column(&self) -> &'static str {
+        match self.exit {
+            Some(0) => "pass",
+            Some(DOCTOR_WARNINGS) => "warn",
+            Some(_) => "FAIL",
+            None => "-",
         }
     }
 
-    /// The result column: `pass`, `FAIL`, or below the minimum whether the kernel accepted
-    /// the object.
+    /// Why the doctor's answer fails the row, if it does: a failed check (exit 1), an exit
+    /// code doctor does not use, or none at all.
+    fn problem(&self) -> Option<String> {
+        match self.exit {
+            Some(0 | DOCTOR_WARNINGS) => None,
+            Some(1) => Some(format!("`ps-agent doctor` failed (exit 1): {}", self.failed.join(", "))),
+            Some(n) => Some(format!("`ps-agent doctor` exited {n}: 0, {DOCTOR_WARNINGS} (warnings) or 1 expected")),
+            None => Some("no exit code from `ps-agent doctor`".into()),
+        }
+    }
+}
+
+/// The agent binary a run used, from its [`AGENT`] line.
+struct GuestAgent {
+    /// Its SHA-256, computed where it ran.
+    sha256: String,
+    /// `Ok`: it ran alone in an empty root (static); `Err`: why it did not.
+    standalone: Result<(), String>,
+}
+
+impl GuestAgent {
+    /// `<sha256> static` or `<sha256> not static: <why>`.
+    fn parse(rest: &str) -> Option<Self> {
+        let (sha256, how) = rest.trim().split_once(' ')?;
+        let standalone = match how.strip_prefix("not static:") {
+            Some(why) => Err(why.trim().to_string()),
+            None if how == "static" => Ok(()),
+            None => return None,
+        };
+        Some(Self { sha256: sha256.to_string(), standalone })
+    }
+
+    /// Why it fails the row: it is not static, or not the binary built for the run.
+    fn problems(&self, built: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Err(why) = &self.standalone {
+            out.push(format!("the agent is not static: it does not run in an empty root ({why})"));
+        }
+        if self.sha256 != built {
+            out.push(format!("the agent that ran (sha256 {}) is not the static build ({built})", self.sha256));
+        }
+        out
+    }
+
+    /// `static`, or `DYNAMIC` when it did not run alone.
+    fn kind(&self) -> &'static str {
+        if self.standalone.is_ok() { "static" } else { "DYNAMIC" }
+    }
+
+    /// The agent column: `static <sha256 prefix>`, or `DYNAMIC <prefix>`.
+    fn column(&self) -> String {
+        format!("{} {}", self.kind(), &self.sha256[..self.sha256.len().min(12)])
+    }
+}
+
+impl std::fmt::Display for Doctor {
+    /// `pass (exit 0)`, `pass with warnings (exit 3): btf, feature ringbuf`, `FAIL (exit 1):
+    /// program`, `no exit code`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.exit {
+            None => write!(f, "no exit code"),
+            Some(0) => write!(f, "pass (exit 0)"),
+            Some(DOCTOR_WARNINGS) => {
+                write!(f, "pass with warnings (exit {DOCTOR_WARNINGS}): {}", self.warned.join(", "))
+            }
+            Some(n) if self.failed.is_empty() => write!(f, "FAIL (exit {n})"),
+            Some(n) => write!(f, "FAIL (exit {n}): {}", self.failed.join(", ")),
+        }
+    }
+}
+
+impl Report {
+    /// Whether the row counts as passed: every test that ran passed (the smoke test
+    /// included), nothing broke. A rejection fails a row on any kernel: the documented
+    /// minimum is the oldest kernel of the matrix.
+    fn ok(&self) -> bool {
+        self.failed.is_empty() && self.problems.is_empty() && !self.passed.is_empty() && self.rejected.is_empty()
+    }
+
+    /// The smoke test's column: `pass`, `FAIL`, or `-` (it did not run).
+    fn smoke(&self) -> &'static str {
+        let ran = |v: &[String]| SMOKE.iter().any(|(_, t)| v.iter().any(|n| n == t));
+        if ran(&self.failed) {
+            "FAIL"
+        } else if SMOKE.iter().all(|(_, t)| self.passed.iter().any(|n| n == t)) {
+            "pass"
+        } else {
+            "-"
+        }
+    }
+
+    /// The features the kernel lacks, comma-separated (`-`: none; `?`: not probed).
+    fn degraded(&self) -> String {
+        if self.features.is_empty() {
+            return "?".into();
+        }
+        let lacking: Vec<&str> =
+            self.features.iter().filter(|(_, s)| *s != "present").map(|(n, _)| n.as_str()).collect();
+        if lacking.is_empty() { "-".into() } else { lacking.join(",") }
+    }
+
+    /// The result column: `pass` (and below the program tests' floor, that they did not
+    /// run), or `FAIL` with the verifier's reason where it rejected the object.
     fn verdict(&self) -> String {
-        let rejected = || format!("rejected: {}", self.rejected.join("; "));
-        let verdict = match (self.scope, self.ok()) {
-            (Scope::Full, true) => "pass".into(),
-            (Scope::Full, false) if self.rejected.is_empty() => "FAIL".into(),
-            (Scope::Full, false) => format!("FAIL, {}", rejected()),
-            (Scope::LoadOnly, false) => "FAIL (below the minimum: the load test did not run through)".into(),
-            (Scope::LoadOnly, true) if self.rejected.is_empty() => "below the minimum: accepted".into(),
-            (Scope::LoadOnly, true) => format!("below the minimum: {}", rejected()),
+        let verdict = match (self.ok(), self.scope) {
+            (true, Scope::Full) => "pass".to_string(),
+            (true, Scope::LoadOnly) => {
+                format!("pass (load and live smoke; no program tests before {}.{})", MIN_KERNEL.0, MIN_KERNEL.1)
+            }
+            (false, _) if self.rejected.is_empty() => "FAIL".into(),
+            (false, _) => format!("FAIL, rejected: {}", self.rejected.join("; ")),
         };
         if self.no_btf { format!("{verdict} (no kernel BTF)") } else { verdict }
     }
@@ -143,15 +308,15 @@ impl Report {
 pub fn vm_test(root: &Path, cargo: impl Fn() -> Command, opts: &Opts) -> anyhow::Result<()> {
     let vm = root.join("target/vm");
     crate::run(Command::new("bash").arg(root.join("xtask/vm-setup.sh")))?;
-    let bin = build_tests(root, &cargo)?;
-    let stripped = vm.join("program");
-    crate::run(Command::new("objcopy").arg("--strip-debug").arg(&bin).arg(&stripped))?;
+    let bins = build_tests(root, &cargo)?.strip(&vm)?;
+    let sha = crate::dist::sha256_hex(&bins.agent)?;
+    eprintln!("[xtask] the agent every row runs: {} (static, sha256 {sha})", bins.agent.display());
 
     let mut outcomes = Vec::new();
     if !opts.no_host {
-        outcomes.push(host_run(&stripped, &vm)?);
+        outcomes.push(host_run(&bins, &vm, &sha)?);
     }
-    let mut kernels: Vec<(String, PathBuf, Option<PathBuf>)> = Vec::new();
+    let mut kernels: Vec<Kernel> = Vec::new();
     let mut dirs: Vec<_> = fs::read_dir(vm.join("kernels"))
         .context("failed to read target/vm/kernels")?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -161,16 +326,24 @@ pub fn vm_test(root: &Path, cargo: impl Fn() -> Command, opts: &Opts) -> anyhow:
     for dir in dirs {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let image = find_file(&dir.join("boot"), "vmlinuz-").with_context(|| format!("no vmlinuz in {dir:?}"))?;
-        kernels.push((name, image, find_named(&dir, "veth.ko")));
+        let modules = MODULES.iter().filter_map(|m| find_named(&dir, &format!("{m}.ko"))).collect();
+        let config = find_file(&dir.join("boot"), "config-");
+        kernels.push(Kernel { name, image, modules, config });
     }
     for k in &opts.kernels {
-        let module = k.parent().map(|d| d.join("veth.ko")).filter(|m| m.exists());
-        kernels.push((k.display().to_string(), k.clone(), module));
+        let modules =
+            MODULES.iter().filter_map(|m| k.parent().map(|d| d.join(format!("{m}.ko")))).filter(|m| m.exists());
+        kernels.push(Kernel {
+            name: k.display().to_string(),
+            image: k.clone(),
+            modules: modules.collect(),
+            config: None,
+        });
     }
-    kernels.retain(|(name, _, _)| opts.only.as_ref().is_none_or(|o| name.contains(o.as_str())));
-    let base = initramfs_base(&vm, &stripped)?;
-    for (name, image, module) in kernels {
-        outcomes.push(boot(&vm, &name, &image, module.as_deref(), &base, opts.timeout)?);
+    kernels.retain(|k| opts.only.as_ref().is_none_or(|o| k.name.contains(o.as_str())));
+    let base = initramfs_base(&vm, &bins)?;
+    for k in &kernels {
+        outcomes.push(boot(&vm, k, &base, opts.timeout, &sha)?);
     }
 
     let mut bad = Vec::new();
@@ -193,43 +366,94 @@ pub fn vm_test(root: &Path, cargo: impl Fn() -> Command, opts: &Opts) -> anyhow:
     Ok(())
 }
 
-/// `cargo test -p ps-tests --test program --no-run`, returning the test executable.
-fn build_tests(root: &Path, cargo: impl Fn() -> Command) -> anyhow::Result<PathBuf> {
-    let mut cmd = cargo();
-    cmd.args(["test", "-p", "ps-tests", "--test", "program", "--no-run", "--message-format=json"]);
-    eprintln!("[xtask] {}", format!("{cmd:?}").replace('"', ""));
-    let out = cmd.current_dir(root).stderr(Stdio::inherit()).output().context("failed to start cargo test --no-run")?;
-    if !out.status.success() {
-        bail!("failed to build the program tests: {}", out.status);
+/// What runs in a guest: the program tests, the smoke test's binaries (glibc, with their
+/// libraries), the agent (static: no libc in the guest is its).
+struct Bins {
+    program: PathBuf,
+    netns: PathBuf,
+    stateful: PathBuf,
+    agent: PathBuf,
+}
+
+impl Bins {
+    /// The tests as copies without debug information under `vm` (named as in the guest's
+    /// `/ps`); the agent as `dist` built it, so the guests run the file it packages.
+    fn strip(self, vm: &Path) -> anyhow::Result<Self> {
+        let strip = |bin: &Path, name: &str| -> anyhow::Result<PathBuf> {
+            let out = vm.join(name);
+            crate::run(Command::new("objcopy").arg("--strip-debug").arg(bin).arg(&out))?;
+            Ok(out)
+        };
+        Ok(Self {
+            program: strip(&self.program, "program")?,
+            netns: strip(&self.netns, "netns")?,
+            stateful: strip(&self.stateful, "stateful")?,
+            agent: self.agent,
+        })
     }
+
+    /// The files in `/ps` of the guest, where [`Bins::strip`] names them.
+    fn guest() -> Self {
+        let at = |n: &str| PathBuf::from("/ps").join(n);
+        Self { program: at("program"), netns: at("netns"), stateful: at("stateful"), agent: at("ps-agent") }
+    }
+}
+
+/// Build with `args` and `--message-format=json`; the executable of each target named in
+/// `names`, in that order.
+fn build(root: &Path, cargo: &impl Fn() -> Command, args: &[&str], names: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut cmd = cargo();
+    cmd.args(args).arg("--message-format=json");
+    eprintln!("[xtask] {}", format!("{cmd:?}").replace('"', ""));
+    let out = cmd.current_dir(root).stderr(Stdio::inherit()).output().context("failed to start cargo")?;
+    if !out.status.success() {
+        bail!("failed to build {}: {}", names.join(", "), out.status);
+    }
+    let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
     for line in out.stdout.split(|&b| b == b'\n') {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
         if v["reason"] == "compiler-artifact"
-            && v["target"]["name"] == "program"
-            && let Some(exe) = v["executable"].as_str()
+            && let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str())
         {
-            return Ok(exe.into());
+            found.insert(name.into(), exe.into());
         }
     }
-    bail!("cargo did not name the program-test executable")
+    names
+        .iter()
+        .map(|n| found.remove(*n).with_context(|| format!("cargo did not name the executable of `{n}`")))
+        .collect()
+}
+
+/// The program tests and the smoke test's binaries (`cargo test -p ps-tests --no-run`),
+/// and the agent: `dist`'s static build ([`crate::dist::build_static`]).
+fn build_tests(root: &Path, cargo: impl Fn() -> Command) -> anyhow::Result<Bins> {
+    let tests = ["program", SMOKE[0].0, SMOKE[1].0];
+    let mut args = vec!["test", "-p", "ps-tests", "--no-run"];
+    for t in tests {
+        args.extend(["--test", t]);
+    }
+    let mut t = build(root, &cargo, &args, &tests)?.into_iter();
+    let agent = crate::dist::build_static(root, &cargo)?;
+    let mut next = || t.next().expect("one per name");
+    Ok(Bins { program: next(), netns: next(), stateful: next(), agent })
 }
 
 /// The same tests on the running kernel, outside any VM, in a private mount namespace with
 /// its own `/run/netns`, so its lab namespaces cannot collide with a suite running beside it.
-fn host_run(bin: &Path, vm: &Path) -> anyhow::Result<Outcome> {
+fn host_run(bins: &Bins, vm: &Path, agent_sha256: &str) -> anyhow::Result<Outcome> {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     let scope = version(&release).map_or(Scope::Full, Scope::of);
     let script = format!(
         "set -u; mkdir -p /run/netns && mount -t tmpfs ps-vm-test /run/netns || exit 1\n{}",
-        test_script(&bin.display().to_string(), scope)
+        test_script(bins, scope)
     );
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
     let log = vm.join(format!("host-{release}.log"));
-    eprintln!("[xtask] the program tests on the running kernel {release} (log: {})", log.display());
+    eprintln!("[xtask] the program and smoke tests on the running kernel {release} (log: {})", log.display());
     let timeout = Duration::from_secs(300);
     let (lines, hung) = capture(cmd, &log, timeout, timeout)?;
-    let mut r = parse(&lines, hung != Hung::No, &release, scope);
+    let mut r = parse(&lines, hung != Hung::No, &release, scope, agent_sha256);
     if hung != Hung::No {
         r.problems.push(format!("timed out after {} s", timeout.as_secs()));
     }
@@ -238,22 +462,54 @@ fn host_run(bin: &Path, vm: &Path) -> anyhow::Result<Outcome> {
 }
 
 /// What runs the tests, in the VM's /init and on the host: the cost test alone with
-/// `--nocapture` (its counts, or the loader's error), everything else captured, and below
-/// the minimum nothing else.
-fn test_script(bin: &str, scope: Scope) -> String {
+/// `--nocapture` (its counts, or the loader's error), the other program tests captured
+/// (none below [`MIN_KERNEL`]), the agent's check ([`AGENT`]), `ps-agent doctor` (its
+/// lines, marked, and its exit code), and the smoke test.
+fn test_script(bins: &Bins, scope: Scope) -> String {
+    let (program, agent) = (bins.program.display(), bins.agent.display());
     let others = match scope {
-        Scope::Full => format!("\"{bin}\" --test-threads=1 --skip {COST_TEST}\necho \"{MARK} exit $?\"\n"),
+        Scope::Full => format!("\"{program}\" --test-threads=1 --skip {COST_TEST}\necho \"{MARK} exit $?\"\n"),
         Scope::LoadOnly => String::new(),
     };
+    let smoke: String = SMOKE
+        .iter()
+        .map(|(bin, test)| {
+            let path = if *bin == "netns" { &bins.netns } else { &bins.stateful };
+            format!(
+                "PS_AGENT_BIN=\"{agent}\" \"{}\" --test-threads=1 --exact {test}\necho \"{MARK} exit $?\"\n",
+                path.display()
+            )
+        })
+        .collect();
     format!(
         r#"echo "{MARK} kernel $(uname -r)"
 echo "{MARK} btf $([ -e /sys/kernel/btf/vmlinux ] && echo yes || echo no)"
-{others}"{bin}" --test-threads=1 --exact {COST_TEST} --nocapture
+{others}"{program}" --test-threads=1 --exact {COST_TEST} --nocapture
 echo "{MARK} exit $?"
-echo "{MARK} done"
+# Static: it runs in a root that holds nothing else (no loader, no libc).
+bare=$(mktemp -d) && cp "{agent}" "$bare/ps-agent" && v=$(chroot "$bare" /ps-agent --version 2>&1) \
+  && how=static || how="not static: $(printf '%s' "$v" | tr '\n' ' ')"
+rm -rf "$bare"
+echo "{MARK} {AGENT}$(sha256sum "{agent}" | cut -d' ' -f1) $how"
+out=$("{agent}" doctor 2>&1); rc=$?
+printf '%s\n' "$out" | sed 's/^/{MARK} {DOCTOR}/'
+echo "{MARK} doctor exit $rc"
+{smoke}echo "{MARK} done"
 "#
     )
 }
+
+/// What marks `ps-agent doctor`'s lines in the output.
+const DOCTOR: &str = "doctor: ";
+
+/// What marks the agent's line: `agent <sha256> static`, or `agent <sha256> not static:
+/// <why>` when it did not run alone in an empty root (`chroot`), as a binary that needs a
+/// program interpreter and a libc cannot.
+const AGENT: &str = "agent ";
+
+/// `ps-agent doctor`'s exit code for warnings only (`ops::doctor::EXIT_WARNINGS`; xtask
+/// depends on nothing of the project): a pass with warnings. 0 is a pass, 1 a failure.
+const DOCTOR_WARNINGS: i32 = 3;
 
 /// The VM's /init.
 fn init_script(scope: Scope) -> String {
@@ -267,10 +523,13 @@ fn init_script(scope: Scope) -> String {
 export PATH=/usr/bin:/bin
 mount -t tmpfs run /run
 mount -t tmpfs tmp /tmp
-mount -t bpf bpf /sys/fs/bpf
+mount -t bpf -o mode=0700 bpf /sys/fs/bpf
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 ulimit -l unlimited
-[ -e /lib/modules/veth.ko ] && insmod /lib/modules/veth.ko
+for m in {modules}; do [ -e /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko; done
+# `ps-agent doctor` checks eth0 and eth1; the guest has no NIC (-nic none): a veth pair
+# (iproute2's `ip`: this shell runs busybox's applet for a bare `ip`, which has no `peer`).
+/usr/bin/ip link add eth0 type veth peer name eth1 && /usr/bin/ip link set eth0 up && /usr/bin/ip link set eth1 up
 cd /tmp
 {}
 # A rejected program leaves the whole verifier log here: keep its end on the console.
@@ -282,7 +541,8 @@ done
 echo "{MARK} end"
 poweroff -f
 "#,
-        test_script("/ps/program", scope)
+        test_script(&Bins::guest(), scope),
+        modules = MODULES.join(" "),
     )
 }
 
@@ -290,7 +550,7 @@ poweroff -f
 /// [`init_script`]): (path in the image, mode, contents).
 type Entry = (String, u32, Vec<u8>);
 
-fn initramfs_base(vm: &Path, bin: &Path) -> anyhow::Result<Vec<Entry>> {
+fn initramfs_base(vm: &Path, bins: &Bins) -> anyhow::Result<Vec<Entry>> {
     let mut files: Vec<Entry> = Vec::new();
     let mut add = |dest: &str, src: &Path| -> anyhow::Result<()> {
         let data = fs::read(src).with_context(|| format!("failed to read {}", src.display()))?;
@@ -298,9 +558,14 @@ fn initramfs_base(vm: &Path, bin: &Path) -> anyhow::Result<Vec<Entry>> {
         Ok(())
     };
     add("bin/busybox", &vm.join("busybox"))?;
-    add("ps/program", bin)?;
     let mut libs = std::collections::BTreeSet::new();
-    libs.extend(shared_libs(bin)?);
+    for (src, dest) in [(&bins.program, "program"), (&bins.netns, "netns"), (&bins.stateful, "stateful")] {
+        add(&format!("ps/{dest}"), src)?;
+        libs.extend(shared_libs(src)?);
+    }
+    // Static: no library joins it (the tests' glibc is there, so the guest checks it runs
+    // without: [`test_script`]).
+    add("ps/ps-agent", &bins.agent)?;
     // Debian's busybox runs its own applets first (`ip` without `netns`), so the harness's
     // `sh -c "ip netns add ..."` gets the host's dash as /bin/sh, which searches PATH.
     for (tool, dest) in
@@ -430,14 +695,8 @@ fn version(release: &str) -> Option<(u32, u32)> {
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
-fn boot(
-    vm: &Path,
-    name: &str,
-    image: &Path,
-    module: Option<&Path>,
-    base: &[Entry],
-    timeout: u64,
-) -> anyhow::Result<Outcome> {
+fn boot(vm: &Path, kernel: &Kernel, base: &[Entry], timeout: u64, agent_sha256: &str) -> anyhow::Result<Outcome> {
+    let (name, image) = (kernel.name.as_str(), kernel.image.as_path());
     let release = bzimage_release(image).unwrap_or_else(|| "unknown".into());
     let kvm = fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
     let Some(scope) = version(&release).map(Scope::of) else {
@@ -447,15 +706,21 @@ fn boot(
     if scope == Scope::LoadOnly {
         eprintln!(
             "[xtask] {release} is below {}.{} (BPF_PROG_TEST_RUN takes no xdp_md context, ingress_ifindex, \
-             before 5.15): only {COST_TEST} runs there, to see whether the kernel accepts the object",
+             before 5.15): of the program tests only {COST_TEST} runs there (it loads the object), then the \
+             live smoke test",
             MIN_KERNEL.0, MIN_KERNEL.1
         );
     }
     let mut files = base.to_vec();
     files.push(("init".into(), 0o755, init_script(scope).into_bytes()));
-    if let Some(m) = module {
+    for m in &kernel.modules {
         let data = fs::read(m).with_context(|| format!("failed to read {} (rerun xtask/vm-setup.sh)", m.display()))?;
-        files.push(("lib/modules/veth.ko".into(), 0o644, data));
+        let name = m.file_name().expect("a module file").to_string_lossy();
+        files.push((format!("lib/modules/{name}"), 0o644, data));
+    }
+    if let Some(config) = &kernel.config {
+        let data = fs::read(config).with_context(|| format!("failed to read {}", config.display()))?;
+        files.push((format!("boot/config-{release}"), 0o644, data));
     }
     let initrd = vm.join(format!("initramfs-{release}.cpio"));
     write_cpio(&initrd, &files)?;
@@ -472,7 +737,7 @@ fn boot(
             .arg(image)
             .arg("-initrd")
             .arg(&initrd)
-            .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=1 rdinit=/init"]);
+            .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=1 no_timer_check rdinit=/init"]);
         cmd
     };
     let t0 = Instant::now();
@@ -502,7 +767,7 @@ fn boot(
         }
     };
     eprintln!("[xtask] {release}: {:.1} s", t0.elapsed().as_secs_f64());
-    let mut r = parse(&lines, hung != Hung::No, &release, scope);
+    let mut r = parse(&lines, hung != Hung::No, &release, scope, agent_sha256);
     if hung != Hung::No {
         r.problems.push(format!("timed out after {} s", timeout.as_secs()));
     }
@@ -569,7 +834,7 @@ enum Hung {
 /// verdict may come on a later line, after the test's own output), the counts the cost
 /// test prints, the markers, and when the object did not load, why: the verifier logs the
 /// init script prints after the tests, else the loader's message (after [`LOAD_FAILED`]).
-fn parse(lines: &[String], timed_out: bool, release: &str, scope: Scope) -> Report {
+fn parse(lines: &[String], timed_out: bool, release: &str, scope: Scope, agent_sha256: &str) -> Report {
     let mut r = Report {
         release: release.to_string(),
         scope,
@@ -578,6 +843,9 @@ fn parse(lines: &[String], timed_out: bool, release: &str, scope: Scope) -> Repo
         verified: BTreeMap::new(),
         rejected: vec![],
         problems: vec![],
+        features: BTreeMap::new(),
+        doctor: Doctor::default(),
+        agent: None,
         no_btf: false,
         log: PathBuf::new(),
     };
@@ -620,6 +888,19 @@ fn parse(lines: &[String], timed_out: bool, release: &str, scope: Scope) -> Repo
         }
         if let Some(rest) = line.strip_prefix(&format!("{MARK} kernel ")) {
             r.release = rest.to_string();
+        }
+        // `PS-VM doctor: warn  feature ringbuf   degraded: no BPF ring buffer (5.8); ...`
+        if let Some(rest) = line.strip_prefix(&format!("{MARK} {DOCTOR}")) {
+            if let Some((name, status)) = r.doctor.line(rest) {
+                r.features.insert(name, status);
+            }
+            continue;
+        }
+        if let Some(code) = line.strip_prefix(&format!("{MARK} doctor exit ")) {
+            r.doctor.exit = code.trim().parse().ok();
+        }
+        if let Some(rest) = line.strip_prefix(&format!("{MARK} {AGENT}")) {
+            r.agent = GuestAgent::parse(rest);
         }
         if line == format!("{MARK} btf no") {
             r.no_btf = true;
@@ -666,8 +947,19 @@ fn parse(lines: &[String], timed_out: bool, release: &str, scope: Scope) -> Repo
     {
         r.rejected.push(message);
     }
-    if scope == Scope::LoadOnly && r.rejected.is_empty() && r.failed.iter().any(|f| f == COST_TEST) {
+    if r.rejected.is_empty() && r.failed.iter().any(|f| f == COST_TEST) {
         r.problems.push(format!("{COST_TEST} failed, but not in loading the object (see the log)"));
+    }
+    if r.features.is_empty() && !timed_out {
+        r.problems.push("no feature lines from `ps-agent doctor`".into());
+    }
+    if let Some(problem) = r.doctor.problem().filter(|_| r.doctor.exit.is_some() || !timed_out) {
+        r.problems.push(problem);
+    }
+    match &r.agent {
+        None if !timed_out => r.problems.push("no agent line: the run did not check the agent binary".into()),
+        None => {}
+        Some(a) => r.problems.extend(a.problems(agent_sha256)),
     }
     let reports_count = version(&r.release).is_some_and(|v| v >= VERIFIED_INSNS_KERNEL);
     if r.verified.is_empty() && r.failed.iter().all(|f| f != COST_TEST) {
@@ -731,11 +1023,18 @@ fn print_outcome(o: &Outcome) {
         Ok(r) => {
             if r.scope == Scope::LoadOnly {
                 println!(
-                    "   below the minimum ({}.{}, the program tests' floor): only {COST_TEST} ran",
+                    "   below {}.{} (the program tests' floor): of the program tests only {COST_TEST} ran",
                     MIN_KERNEL.0, MIN_KERNEL.1
                 );
             }
-            println!("   tests: {} passed, {} failed", r.passed.len(), r.failed.len());
+            println!("   tests: {} passed, {} failed; live smoke test: {}", r.passed.len(), r.failed.len(), r.smoke());
+            let features: Vec<String> = r.features.iter().map(|(n, s)| format!("{n} {s}")).collect();
+            println!("   features: {}", if features.is_empty() { "not probed".into() } else { features.join(", ") });
+            println!("   doctor: {}", r.doctor);
+            match &r.agent {
+                Some(a) => println!("   agent: {}, sha256 {}", a.kind(), a.sha256),
+                None => println!("   agent: not checked"),
+            }
             for f in &r.failed {
                 println!("   FAILED {f}");
             }
@@ -762,27 +1061,38 @@ fn print_outcome(o: &Outcome) {
 }
 
 fn print_matrix(outcomes: &[Outcome]) {
-    println!("{:<28} {:<20} {:>7} {:>10} {:>13}  result", "kernel", "how", "tests", "ps_xdp", "ps_tc_egress");
+    println!(
+        "{:<28} {:<20} {:<20} {:>7} {:>6} {:>6} {:>10} {:>13}  {:<32} result",
+        "kernel", "how", "agent", "tests", "smoke", "doctor", "ps_xdp", "ps_tc_egress", "degraded features"
+    );
     for o in outcomes {
         match &o.result {
-            Err(reason) => {
-                println!("{:<28} {:<20} {:>7} {:>10} {:>13}  skipped: {reason}", o.kernel, o.how, "-", "-", "-")
-            }
+            Err(reason) => println!(
+                "{:<28} {:<20} {:<20} {:>7} {:>6} {:>6} {:>10} {:>13}  {:<32} skipped: {reason}",
+                o.kernel, o.how, "-", "-", "-", "-", "-", "-", "-"
+            ),
             Ok(r) => {
                 let count = |p: &str| {
                     r.verified.get(p).map_or("-".to_string(), |(n, _)| n.map_or("n/a".into(), |n| n.to_string()))
                 };
+                let program: Vec<&String> =
+                    r.passed.iter().chain(&r.failed).filter(|n| SMOKE.iter().all(|(_, t)| t != n)).collect();
+                let passed = program.iter().filter(|n| r.passed.contains(n)).count();
                 let tests = match r.scope {
-                    Scope::Full => format!("{}/{}", r.passed.len(), r.passed.len() + r.failed.len()),
+                    Scope::Full => format!("{passed}/{}", program.len()),
                     Scope::LoadOnly => "load".into(),
                 };
                 println!(
-                    "{:<28} {:<20} {:>7} {:>10} {:>13}  {}",
+                    "{:<28} {:<20} {:<20} {:>7} {:>6} {:>6} {:>10} {:>13}  {:<32} {}",
                     r.release,
                     o.how,
+                    r.agent.as_ref().map_or("-".into(), GuestAgent::column),
                     tests,
+                    r.smoke(),
+                    r.doctor.column(),
                     count("ps_xdp"),
                     count("ps_tc_egress"),
+                    r.degraded(),
                     r.verdict()
                 );
             }
@@ -798,59 +1108,167 @@ mod tests {
         text.lines().map(str::to_string).collect()
     }
 
-    /// What 5.10 printed (cut): the cost test fails, the verifier log names the helper.
+    /// The SHA-256 of the agent the runs below report.
+    const SHA: &str = "5f207f943c2dbfe8baa6073a0d9d44b153ca6ddb5f207f943c2dbfe8baa6073a";
+
+    /// What 5.10 printed before the feature switches (cut): the cost test fails, the
+    /// verifier log names the helper. A rejection fails the row.
     #[test]
-    fn below_the_minimum_rejected() {
+    fn rejected_fails_with_the_verifiers_reason() {
         let out = lines(
             "PS-VM kernel 5.10.0-32-amd64\nPS-VM btf yes\nrunning 1 test\n\
              test verifier_cost_stays_within_budget ... \n\
              thread '<unnamed>' (142) panicked at tests/tests/program.rs:451:33:\n\
              the object did not load: the kernel verifier rejected program `ps_xdp`: Invalid argument\n\
-             FAILED\ntest result: FAILED. 0 passed; 1 failed\nPS-VM exit 101\nPS-VM done\n\
+             FAILED\ntest result: FAILED. 0 passed; 1 failed\nPS-VM exit 101\n\
+             PS-VM agent 5f207f943c2dbfe8baa6073a0d9d44b153ca6ddb5f207f943c2dbfe8baa6073a static\n\
+             PS-VM doctor: pass  feature coarse_clock  present: bpf_ktime_get_coarse_ns (5.11)\n\
+             PS-VM doctor: fail  program                   loading the object failed: ...\n\
+             PS-VM doctor exit 1\n\
+             test enforce_shipped_matrix_ipv4 ... FAILED\ntest result: FAILED. 0 passed; 1 failed\nPS-VM exit 101\n\
+             test forged_replies_pass_stateless_but_not_stateful ... FAILED\ntest result: FAILED. 0 passed; 1 failed\n\
+             PS-VM exit 101\nPS-VM done\n\
              PS-VM verifier log /tmp/verifier-ps_xdp.log (last 80 lines)\n; fun()\n\
              2749: (85) call unknown#160\ninvalid func unknown#160\nverification time 1167015 usec\n\
              stack depth 368+24+32+0+0\nprocessed 7460 insns (limit 1000000) max_states_per_insn 5\n\
              PS-VM end\n[   14.782051] reboot: Power down",
         );
-        let r = parse(&out, false, "5.10.0-32-amd64", Scope::LoadOnly);
-        assert!(r.ok(), "{:?}", r.problems);
-        assert_eq!(r.verdict(), "below the minimum: rejected: ps_xdp: invalid func unknown#160");
+        let r = parse(&out, false, "5.10.0-32-amd64", Scope::LoadOnly, SHA);
+        assert!(!r.ok());
+        assert_eq!(r.problems, ["`ps-agent doctor` failed (exit 1): program"]);
+        assert_eq!(r.smoke(), "FAIL");
+        assert_eq!(r.verdict(), "FAIL, rejected: ps_xdp: invalid func unknown#160");
     }
 
+    /// What 5.4 prints: the object accepted, the smoke test passing, features degraded.
     #[test]
-    fn below_the_minimum_accepted_or_broken() {
-        let accepted = lines(
-            "PS-VM kernel 5.10.0\nrunning 1 test\ntest verifier_cost_stays_within_budget ... \n\
+    fn accepted_with_smoke_and_features() {
+        let out = lines(
+            "PS-VM kernel 5.4.0-216-generic\nrunning 1 test\ntest verifier_cost_stays_within_budget ... \n\
              ps_xdp: verified instructions not reported (budget 300000; kernel before 5.16)\n\
              ps_tc_egress: verified instructions not reported (budget 50000; kernel before 5.16)\n\
-             ok\ntest result: ok. 1 passed\nPS-VM exit 0\nPS-VM done\nPS-VM end",
+             ok\ntest result: ok. 1 passed\nPS-VM exit 0\n\
+             PS-VM agent 5f207f943c2dbfe8baa6073a0d9d44b153ca6ddb5f207f943c2dbfe8baa6073a static\n\
+             PS-VM doctor: pass  feature coarse_clock  degraded: no bpf_ktime_get_coarse_ns (5.11); flow ...\n\
+             PS-VM doctor: pass  feature jiffies  present: bpf_jiffies64 (5.5)\n\
+             PS-VM doctor: warn  feature ringbuf  degraded: no BPF ring buffer (5.8); drop events ...\n\
+             PS-VM doctor: pass  feature test_run_ctx  missing: no xdp_md context\n\
+             PS-VM doctor: 9 pass, 1 warn, 0 fail\nPS-VM doctor exit 3\n\
+             running 1 test\ntest enforce_shipped_matrix_ipv4 ... ok\ntest result: ok. 1 passed\nPS-VM exit 0\n\
+             running 1 test\ntest forged_replies_pass_stateless_but_not_stateful ... ok\ntest result: ok. 1 passed\n\
+             PS-VM exit 0\nPS-VM done\nPS-VM end",
         );
-        assert_eq!(parse(&accepted, false, "5.10.0", Scope::LoadOnly).verdict(), "below the minimum: accepted");
+        let r = parse(&out, false, "5.4.0-216-generic", Scope::LoadOnly, SHA);
+        assert!(r.ok(), "{:?}", r.problems);
+        assert_eq!(r.smoke(), "pass");
+        assert_eq!(r.degraded(), "coarse_clock,ringbuf,test_run_ctx");
+        assert_eq!(r.verdict(), "pass (load and live smoke; no program tests before 5.15)");
+        assert_eq!(r.verified["ps_xdp"], (None, Some(300_000)));
+        assert_eq!(
+            (r.doctor.column(), r.doctor.to_string().as_str()),
+            ("warn", "pass with warnings (exit 3): feature ringbuf")
+        );
+        // A broken smoke run fails the row.
+        let broken = out
+            .iter()
+            .map(|l| l.replace("enforce_shipped_matrix_ipv4 ... ok", "enforce_shipped_matrix_ipv4 ... FAILED"))
+            .collect::<Vec<_>>();
+        let r = parse(&broken, false, "5.4.0-216-generic", Scope::LoadOnly, SHA);
+        assert!(!r.ok());
+        assert_eq!((r.smoke(), r.verdict().as_str()), ("FAIL", "FAIL"));
         // A failure before the load (the lab, here) is no finding about the kernel.
-        let broken = lines(
+        let lab = lines(
             "PS-VM kernel 5.10.0\ntest verifier_cost_stays_within_budget ... \n\
              thread 'x' panicked at tests/src/lib.rs:24:5:\n`sysctl` failed\nFAILED\n\
              test result: FAILED. 0 passed; 1 failed\nPS-VM exit 101\nPS-VM done\nPS-VM end",
         );
-        assert!(!parse(&broken, false, "5.10.0", Scope::LoadOnly).ok());
+        let r = parse(&lab, false, "5.10.0", Scope::LoadOnly, SHA);
+        assert!(!r.ok() && r.problems.iter().any(|p| p.contains("not in loading")), "{:?}", r.problems);
     }
 
-    /// What Ubuntu's OEM 5.14 printed: no kernel BTF, both programs accepted, no counts.
+    /// `ps-agent doctor` exits 0 (all pass), 3 (warnings only: a pass) or 1 (a failure,
+    /// which fails the row, naming the checks); any other code, or none, is a problem too.
     #[test]
-    fn below_the_minimum_accepted_without_btf() {
-        let out = lines(
-            "PS-VM kernel 5.14.0-1059-oem\nPS-VM btf no\n\nrunning 1 test\n\
-             test verifier_cost_stays_within_budget ... \
-             ps_xdp: verified instructions not reported (budget 300000; kernel before 5.16)\n\
-             ps_tc_egress: verified instructions not reported (budget 50000; kernel before 5.16)\nok\n\n\
-             test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 5 filtered out; finished in 14.00s\n\n\
-             PS-VM exit 0\nPS-VM done\nPS-VM end\n[   18.295720] reboot: Power down",
-        );
-        let r = parse(&out, false, "5.14.0-1059-oem", Scope::of((5, 14)));
+    fn doctor_exit_codes() {
+        let run = |doctor: &str| {
+            let out = lines(&format!(
+                "PS-VM kernel 6.12.117+deb13-amd64\nrunning 1 test\ntest verifier_cost_stays_within_budget ... \n\
+                 ps_xdp: 70188 instructions verified (budget 300000)\nok\ntest result: ok. 1 passed\n\
+                 test result: ok. 5 passed\nPS-VM agent {SHA} static\n\
+                 PS-VM doctor: pass  kernel                    6.12.117+deb13-amd64 (5.4+: tested)\n\
+                 PS-VM doctor: pass  feature ringbuf           present: BPF ring buffer (5.8)\n{doctor}\
+                 test enforce_shipped_matrix_ipv4 ... ok\ntest result: ok. 1 passed\n\
+                 test forged_replies_pass_stateless_but_not_stateful ... ok\ntest result: ok. 1 passed\n\
+                 PS-VM done\nPS-VM end"
+            ));
+            parse(&out, false, "6.12.117+deb13-amd64", Scope::Full, SHA)
+        };
+        let r = run("PS-VM doctor exit 0\n");
         assert!(r.ok(), "{:?}", r.problems);
-        assert_eq!(r.verdict(), "below the minimum: accepted (no kernel BTF)");
-        assert_eq!(r.verified["ps_xdp"], (None, Some(300_000)));
-        assert_eq!(r.verified["ps_tc_egress"], (None, Some(50_000)));
+        assert_eq!((r.doctor.column(), r.doctor.to_string().as_str()), ("pass", "pass (exit 0)"));
+        assert_eq!(r.features["ringbuf"], "present");
+
+        let r = run("PS-VM doctor: warn  btf                       no /sys/kernel/btf/vmlinux\n\
+             PS-VM doctor: warn  eth0 driver               driver unknown\nPS-VM doctor exit 3\n");
+        assert!(r.ok(), "warnings only are a pass: {:?}", r.problems);
+        assert_eq!(r.doctor.to_string(), "pass with warnings (exit 3): btf, eth0 driver");
+
+        let r = run("PS-VM doctor: warn  btf                       no /sys/kernel/btf/vmlinux\n\
+             PS-VM doctor: fail  interfaces                neither eth0 nor eth1 exists\nPS-VM doctor exit 1\n");
+        assert!(!r.ok());
+        assert_eq!((r.doctor.column(), r.verdict().as_str()), ("FAIL", "FAIL"));
+        assert_eq!(r.problems, ["`ps-agent doctor` failed (exit 1): interfaces"]);
+
+        let r = run("PS-VM doctor exit 2\n");
+        assert_eq!(r.problems, ["`ps-agent doctor` exited 2: 0, 3 (warnings) or 1 expected"]);
+        assert_eq!(r.doctor.to_string(), "FAIL (exit 2)");
+        let r = run("");
+        assert_eq!(r.problems, ["no exit code from `ps-agent doctor`"]);
+        assert_eq!(r.doctor.column(), "-");
+    }
+
+    /// Every run says which agent ran: the static build (its SHA-256 prefix in the matrix). A
+    /// binary that does not run alone in an empty root (a glibc build needs its loader and
+    /// libc), another binary than the one built, or no agent line fails the row.
+    #[test]
+    fn the_agent_must_be_the_static_build() {
+        let run = |agent: &str| {
+            let out = lines(&format!(
+                "PS-VM kernel 5.4.0-216-generic\nrunning 1 test\ntest verifier_cost_stays_within_budget ... \n\
+                 ps_xdp: verified instructions not reported (budget 300000; kernel before 5.16)\n\
+                 ok\ntest result: ok. 1 passed\nPS-VM exit 0\n{agent}\
+                 PS-VM doctor: warn  feature ringbuf           degraded: no BPF ring buffer (5.8)\n\
+                 PS-VM doctor exit 3\n\
+                 test enforce_shipped_matrix_ipv4 ... ok\ntest result: ok. 1 passed\n\
+                 test forged_replies_pass_stateless_but_not_stateful ... ok\ntest result: ok. 1 passed\n\
+                 PS-VM done\nPS-VM end"
+            ));
+            parse(&out, false, "5.4.0-216-generic", Scope::LoadOnly, SHA)
+        };
+        let r = run(&format!("PS-VM agent {SHA} static\n"));
+        assert!(r.ok(), "{:?}", r.problems);
+        assert_eq!(r.agent.as_ref().unwrap().column(), "static 5f207f943c2d");
+
+        // What the init script prints for a glibc binary: chroot finds no interpreter.
+        let r = run(&format!(
+            "PS-VM agent {SHA} not static: chroot: can't execute '/ps-agent': No such file or directory\n"
+        ));
+        assert!(!r.ok());
+        assert_eq!(r.agent.as_ref().unwrap().column(), "DYNAMIC 5f207f943c2d");
+        assert_eq!(
+            r.problems,
+            ["the agent is not static: it does not run in an empty root \
+              (chroot: can't execute '/ps-agent': No such file or directory)"]
+        );
+
+        let other = "0".repeat(64);
+        let r = run(&format!("PS-VM agent {other} static\n"));
+        assert!(!r.ok());
+        assert!(r.problems[0].starts_with(&format!("the agent that ran (sha256 {other}) is not the static build")));
+
+        let r = run("");
+        assert_eq!(r.problems, ["no agent line: the run did not check the agent binary"]);
+        assert!(run("PS-VM agent garbage\n").agent.is_none());
     }
 
     /// Release strings of the matrix's kernels, Debian's and Ubuntu's (ABI and flavour after

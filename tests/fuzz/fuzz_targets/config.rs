@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use ps_agent::{
-    compile::{HostFacts, compile},
-    config::{Config, Matrix, Site},
+    policy::compile::{HostFacts, compile},
+    policy::config::{Config, Matrix, Site},
 };
 
 fuzz_target!(|data: &[u8]| {

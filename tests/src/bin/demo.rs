@@ -18,9 +18,10 @@ type NamedProbe = (&'static str, Box<dyn Fn() -> Probe + Send + Sync>, Probe);
 fn main() {
     let seconds: u64 =
         std::env::args().skip_while(|a| a != "--seconds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(8);
-    println!("== lab: namespace pst-demo-ps (eth0 198.18.0.1 = management, eth1 198.18.1.1)");
-    println!("         peers pst-demo-a (198.18.0.2, behind eth0) and pst-demo-b (198.18.1.2, behind eth1)");
     let lab = Lab::new("demo");
+    println!("== lab: namespace {} (eth0 198.18.0.1 = management, eth1 198.18.1.1)", lab.ps);
+    println!("         peers {} (198.18.0.2, behind eth0) and {} (198.18.1.2, behind eth1)", lab.a, lab.b);
+    let (ps, a, b) = (lab.ps.clone(), lab.a.clone(), lab.b.clone());
     let agent = Agent::start(&lab.ps, "demo", &[]);
     println!("== ps-agent is enforcing the shipped Presence Services 8.1.2 matrix on eth0 and eth1\n");
     let _https = Listener::tcp(&lab.ps, 443);
@@ -30,32 +31,50 @@ fn main() {
     let probes: Vec<NamedProbe> = vec![
         (
             "Equinox client -> PS tcp/443 (ps-01)",
-            Box::new(|| tcp_probe("pst-demo-a", PS_ETH0_V4, 443, Duration::from_secs(2))),
+            Box::new({
+                let ns = a.clone();
+                move || tcp_probe(&ns, PS_ETH0_V4, 443, Duration::from_secs(2))
+            }),
             Probe::Open,
         ),
         (
             "Endpoint -> PS tcp/5222 XMPP (ps-10), IPv6",
-            Box::new(|| tcp_probe("pst-demo-a", PS_ETH0_V6, 5222, Duration::from_secs(2))),
+            Box::new({
+                let ns = a.clone();
+                move || tcp_probe(&ns, PS_ETH0_V6, 5222, Duration::from_secs(2))
+            }),
             Probe::Open,
         ),
         (
             "PS -> Session Manager tcp/5062 (ps-04, reply admitted)",
-            Box::new(|| tcp_probe("pst-demo-ps", A_V4, 5062, Duration::from_secs(2))),
+            Box::new({
+                let ns = ps.clone();
+                move || tcp_probe(&ns, A_V4, 5062, Duration::from_secs(2))
+            }),
             Probe::Open,
         ),
         (
             "SDK -> PS tcp/7000 on eth1 (management-only row)",
-            Box::new(|| tcp_probe("pst-demo-b", PS_ETH1_V4, 7000, Duration::from_millis(500))),
+            Box::new({
+                let ns = b.clone();
+                move || tcp_probe(&ns, PS_ETH1_V4, 7000, Duration::from_millis(500))
+            }),
             Probe::TimedOut,
         ),
         (
             "anyone -> PS tcp/8080 (not in the matrix)",
-            Box::new(|| tcp_probe("pst-demo-b", PS_ETH1_V4, 8080, Duration::from_millis(500))),
+            Box::new({
+                let ns = b.clone();
+                move || tcp_probe(&ns, PS_ETH1_V4, 8080, Duration::from_millis(500))
+            }),
             Probe::TimedOut,
         ),
         (
             "anyone -> PS udp/161 (not in the matrix)",
-            Box::new(|| udp_probe("pst-demo-a", 0, PS_ETH0_V4, 161, Duration::from_millis(300))),
+            Box::new({
+                let ns = a.clone();
+                move || udp_probe(&ns, 0, PS_ETH0_V4, 161, Duration::from_millis(300))
+            }),
             Probe::TimedOut,
         ),
     ];

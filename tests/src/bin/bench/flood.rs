@@ -18,73 +18,30 @@
 //! UDP and the TCP SYN flood, through each receiver that lets it in (not XDP_DROP only), and
 //! its throughput is compared.
 
-use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
-    time::Instant,
-};
+use std::time::Instant;
 
 use ps_agent::{
-    compile::RuleSet,
-    config::{Mode, XdpModeName},
-    load::{LoadOptions, Loaded, xdp_md_ctx},
+    dataplane::{LoadOptions, Loaded, loaded::xdp_md_ctx},
+    policy::compile::RuleSet,
+    policy::config::{Mode, XdpModeName},
 };
 use ps_common::{
     layout::{STAT_DROP_BASE, TCP_SYN},
     reason::DropReason,
 };
-use ps_tests::{Lab, enter_netns, in_netns, net_sysfs_write};
+use ps_tests::{
+    Lab,
+    bench_object::{BenchObject, MAP_TX, PROG_BARE, PROG_DROP, PROG_FLOOR, PROG_TX, PROG_TX_SPRAY},
+    enter_netns, in_netns, net_sysfs_write,
+};
 
-/// One receiver's results for one flood.
-pub struct FloodResult {
-    /// Receiver.
-    pub receiver: &'static str,
-    /// Flood.
-    pub flood: &'static str,
-    /// Frames per round.
-    pub frames: u64,
-    /// Per round: wall seconds, generator-thread CPU seconds, frames the receiver counted
-    /// (`None`: it has no counter).
-    pub rounds: Vec<(f64, f64, Option<u64>)>,
-}
-
-/// The receivers, in this order (the code below goes by index). `bare` is `ps_bare`: one
-/// port lookup and one counter, the least an allow-list reading the frame can do.
-const RECEIVERS: [&str; 6] = [
-    "XDP_DROP only",
-    "ps-agent",
-    "nftables input (export)",
-    "nftables netdev ingress",
-    "iptables (export)",
-    "bare (port lookup + counter)",
-];
-
-/// One receiver's results for one flood with eth0's NAPI on a kernel thread of its own,
-/// on its own CPU (the generator on the other).
-pub struct ThreadedResult {
-    /// Receiver.
-    pub receiver: &'static str,
-    /// Flood.
-    pub flood: &'static str,
-    /// Frames sent per round.
-    pub frames: u64,
-    /// Per round: wall seconds, frames eth0's XDP program saw (the rest were lost in the
-    /// veth ring: the generator outran the receiver), frames the receiver counted.
-    pub rounds: Vec<(f64, u64, Option<u64>)>,
-}
-
-/// The legitimate flow's throughput through one receiver: alone, and under each flood of
-/// [`FLOW_FLOODS`].
-pub struct FlowResult {
-    /// Receiver.
-    pub receiver: &'static str,
-    /// Per round: Gbit/s alone, and per flood (Gbit/s under it, flood frames sent meanwhile).
-    pub rounds: Vec<(f64, [(f64, u64); 2])>,
-}
-
-/// The floods the legitimate flow runs under (indexes into the flood list: UDP and TCP SYN
-/// to the unlisted port), and their names in the report.
-const FLOW_FLOODS: [usize; 2] = [0, 1];
-pub const FLOW_FLOOD_NAMES: [&str; 2] = ["UDP", "TCP SYN"];
+use crate::{
+    measure::{BPF_PROG_TEST_RUN, bpf, test_run_attr, thread_cpu_ns},
+    results::{
+        FLOW_FLOODS, Flood, FloodKind, FloodRound, FloodScale, Flow, FlowRound, Receiver, ScalePoint, Threaded,
+        ThreadedRound, UnderFlood,
+    },
+};
 
 fn mac(ns: &str, dev: &str) -> [u8; 6] {
     let out = std::process::Command::new("ip").args(["-n", ns, "-j", "link", "show", "dev", dev]).output().unwrap();
@@ -215,29 +172,15 @@ fn nft_counter(ns: &str, family: &str, table: &str) -> u64 {
     text.split("counter packets ").nth(1).and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0)
 }
 
-/// Thread CPU time, seconds.
-fn cpu_s() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into ts.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
-
 /// Live-frames test run of `fd`: (wall s, CPU s).
 fn live(fd: i32, frame: &[u8], ifindex: u32, repeat: u32) -> (f64, f64) {
     let ctx = xdp_md_ctx(ifindex, frame.len() as u32);
-    let mut attr = [0u64; 16];
-    attr[0] = fd as u32 as u64;
-    attr[1] = frame.len() as u64;
-    attr[2] = frame.as_ptr() as u64;
-    attr[4] = repeat as u64;
-    attr[5] = ctx.len() as u64;
-    attr[6] = ctx.as_ptr() as u64;
-    attr[8] = 1 << 1; // BPF_F_TEST_XDP_LIVE_FRAMES
+    let mut attr = test_run_attr(fd, frame, &ctx, repeat);
+    attr[8] = 1 << 1; // flags: BPF_F_TEST_XDP_LIVE_FRAMES
     attr[9] = 64; // batch_size
-    let (t0, c0) = (Instant::now(), cpu_s());
-    super::bpf(super::BPF_PROG_TEST_RUN, &mut attr).unwrap_or_else(|e| panic!("live-frames test run: {e}"));
-    (t0.elapsed().as_secs_f64(), cpu_s() - c0)
+    let (t0, c0) = (Instant::now(), thread_cpu_ns());
+    bpf(BPF_PROG_TEST_RUN, &mut attr).unwrap_or_else(|e| panic!("live-frames test run: {e}"));
+    (t0.elapsed().as_secs_f64(), (thread_cpu_ns() - c0) as f64 * 1e-9)
 }
 
 /// Run this thread on `cpu` only.
@@ -299,10 +242,10 @@ fn threaded_napi(ns: &str, cpu: Option<usize>) {
 /// Seconds each legitimate-flow measurement lasts.
 const FLOW_SECS: f64 = 1.5;
 
-/// A TCP flow from peer `a` to ps 198.18.0.1:443 (ps-01) for [`FLOW_SECS`]: (Gbit/s,
-/// flood frames sent meanwhile). With `flood`, a generator thread in `a` floods eth0 with
-/// live frames the whole time.
-fn legit_flow(lab: &Lab, flood: Option<(i32, Vec<u8>, u32)>) -> (f64, u64) {
+/// A TCP flow from peer `a` to ps 198.18.0.1:443 (ps-01) for [`FLOW_SECS`]: Gbit/s, flood
+/// frames sent meanwhile and the seconds measured. With `flood`, a generator thread in `a`
+/// floods eth0 with live frames the whole time.
+fn legit_flow(lab: &Lab, flood: Option<(i32, Vec<u8>, u32)>) -> UnderFlood {
     use std::{
         io::{Read as _, Write as _},
         net::{TcpListener, TcpStream},
@@ -361,28 +304,50 @@ fn legit_flow(lab: &Lab, flood: Option<(i32, Vec<u8>, u32)>) -> (f64, u64) {
     for t in threads {
         t.join().unwrap();
     }
-    ((b1 - b0) as f64 * 8.0 / secs / 1e9, s1 - s0)
+    UnderFlood { gbps: (b1 - b0) as f64 * 8.0 / secs / 1e9, flood_frames: s1 - s0, secs }
 }
 
-/// The generator: `ps_tx` and `ps_tx_spray` in namespace a, redirecting into veth0, in an
-/// object loaded with the receiver's rule set (`ps_tx_spray` reads its port table). (The
-/// loaded object, to keep; veth0's ifindex; the two programs' fds for live-frames test
-/// runs.)
-fn generator(lab: &Lab, set: &RuleSet) -> (Loaded, u32, i32, i32) {
+/// The flood generator in namespace a: `ps_tx` and `ps_tx_spray` redirecting into veth0.
+struct Generator {
+    /// An agent object loaded with the receiver's rule set, whose policy maps the bench
+    /// object reads (`ps_tx_spray` reads the port bits); kept for as long as the programs.
+    _policy: Loaded,
+    _object: BenchObject,
+    /// veth0's ifindex.
+    veth0: u32,
+    /// `ps_tx`, for live-frames test runs.
+    tx: i32,
+    /// `ps_tx_spray`, likewise.
+    spray: i32,
+}
+
+fn generator(lab: &Lab, set: &RuleSet) -> Generator {
     let set = set.clone();
     in_netns(&lab.a, move || {
-        let veth0 = ps_agent::load::ifindex("veth0").unwrap();
-        let mut l = Loaded::load(&set, &[], &LoadOptions::new(Mode::Enforce)).unwrap();
-        for name in ["ps_tx", "ps_tx_spray"] {
-            let x: &mut aya::programs::Xdp = l.ebpf_mut().program_mut(name).unwrap().try_into().unwrap();
-            x.load().unwrap();
-        }
-        let mut m: aya::maps::DevMap<_> = aya::maps::DevMap::try_from(l.ebpf_mut().map_mut("PS_TX").unwrap()).unwrap();
+        let veth0 = ps_agent::dataplane::host::ifindex("veth0").unwrap();
+        let policy = Loaded::load(&set, &[], &LoadOptions::new(Mode::Enforce)).unwrap();
+        let mut object = BenchObject::load(&policy);
+        let mut m: aya::maps::DevMap<_> =
+            aya::maps::DevMap::try_from(object.ebpf_mut().map_mut(MAP_TX).unwrap()).unwrap();
         m.set(0, veth0, None, 0).unwrap();
-        let fd = |name: &str| l.ebpf().program(name).unwrap().fd().unwrap().as_fd().as_raw_fd();
-        let (tx, spray) = (fd("ps_tx"), fd("ps_tx_spray"));
-        (l, veth0, tx, spray)
+        let (tx, spray) = (object.fd(PROG_TX), object.fd(PROG_TX_SPRAY));
+        Generator { _policy: policy, _object: object, veth0, tx, spray }
     })
+}
+
+/// The receiving end on eth0 of the ps namespace: `ps_xdp` with the rule set, and the
+/// bench's reference programs sharing its maps (`ps_bare` reads its port table).
+struct Rx {
+    policy: Loaded,
+    object: BenchObject,
+    eth0: u32,
+}
+
+impl Rx {
+    /// `ps_xdp`'s `no_rule` drops on eth0 (interface slot 1) so far.
+    fn no_rule_drops(&self) -> u64 {
+        self.policy.counters().unwrap().stats[1][(STAT_DROP_BASE + DropReason::NoRule as u32) as usize].packets
+    }
 }
 
 /// Check `ps_tx_spray` on `frame` before it floods anything: over 2,000 runs (BPF_PROG_TEST_RUN,
@@ -391,7 +356,7 @@ fn generator(lab: &Lab, set: &RuleSet) -> (Loaded, u32, i32, i32) {
 /// receiver's policy drops as `no_rule` on eth0 (the host classifier says so).
 fn check_spray(fd: i32, frame: &[u8], set: &RuleSet) {
     const XDP_REDIRECT: u32 = 4;
-    let model = ps_agent::model::Model::new(set, Mode::Enforce);
+    let model = ps_agent::policy::model::Model::new(set, Mode::Enforce);
     let mut dports = std::collections::BTreeSet::new();
     for _ in 0..2000 {
         let mut out = vec![0u8; frame.len()];
@@ -402,7 +367,7 @@ fn check_spray(fd: i32, frame: &[u8], set: &RuleSet) {
         attr[3] = out.as_mut_ptr() as u64;
         attr[4] = 1;
         // (The buffers outlive the call.)
-        super::bpf(super::BPF_PROG_TEST_RUN, &mut attr).unwrap_or_else(|e| panic!("test run of ps_tx_spray: {e}"));
+        bpf(BPF_PROG_TEST_RUN, &mut attr).unwrap_or_else(|e| panic!("test run of ps_tx_spray: {e}"));
         assert_eq!(attr[0] >> 32, XDP_REDIRECT as u64, "ps_tx_spray must redirect");
         assert!(l4_csum_ok(&out), "ps_tx_spray broke the L4 checksum: {out:02x?}");
         let d = model.decide(&out, 1);
@@ -416,17 +381,119 @@ fn check_spray(fd: i32, frame: &[u8], set: &RuleSet) {
     assert!(dports.len() >= 1900, "ps_tx_spray used only {} destination ports", dports.len());
 }
 
-/// Run the flood benchmark.
-pub fn flood(
-    lab: &Lab,
-    set: &RuleSet,
-    rounds: usize,
-    frames: u32,
-) -> (Vec<FloodResult>, Vec<FlowResult>, Vec<ThreadedResult>) {
-    let meta = ps_agent::export::ExportMeta { product: "PS 8.1.2".into(), policy: "shipped".into() };
-    let nft_export = ps_agent::export::nftables(set, &meta).unwrap();
-    let ipt_export = ps_agent::export::iptables(set, &meta, false).unwrap();
-    let ip6t_export = ps_agent::export::iptables(set, &meta, true).unwrap();
+/// The program on eth0 for `receiver`: `None` for ps-agent (its own attach); the netfilter
+/// receivers get `ps_floor`, XDP_PASS, since veth has no XDP receive path without one.
+fn xdp_program(receiver: Receiver) -> Option<&'static str> {
+    match receiver {
+        Receiver::XdpDropOnly => Some(PROG_DROP),
+        Receiver::PsAgent => None,
+        Receiver::NftablesInput | Receiver::NftablesNetdev | Receiver::Iptables => Some(PROG_FLOOR),
+        Receiver::Bare => Some(PROG_BARE),
+    }
+}
+
+/// The rule sets of the netfilter receivers, in the form their tools load.
+struct Netfilter {
+    nft_export: String,
+    ipt_export: String,
+    ip6t_export: String,
+    /// The nftables sets of the matrix's inbound ports (the netdev chain's).
+    sets: String,
+}
+
+impl Netfilter {
+    fn new(set: &RuleSet) -> Self {
+        let meta = ps_agent::policy::export::ExportMeta { product: "PS 8.1.2".into(), policy: "shipped".into() };
+        Self {
+            nft_export: ps_agent::policy::export::nftables(set, &meta).unwrap(),
+            ipt_export: ps_agent::policy::export::iptables(set, &meta, false).unwrap(),
+            ip6t_export: ps_agent::policy::export::iptables(set, &meta, true).unwrap(),
+            sets: nft_sets(set),
+        }
+    }
+
+    /// Load `receiver`'s rule set into namespace `ns` (nothing for the XDP receivers).
+    fn up(&self, ns: &str, receiver: Receiver) {
+        match receiver {
+            Receiver::NftablesInput => {
+                nft(ns, &self.nft_export);
+                nft(ns, "add rule inet ps_agent input counter drop\n");
+            }
+            Receiver::NftablesNetdev => nft(
+                ns,
+                &format!(
+                    "table netdev p7flood {{\n {} chain ingress {{ type filter hook ingress device \"eth0\" priority 0; policy accept;\n  tcp dport @tcpin accept\n  udp dport @udpin accept\n  meta l4proto {{ tcp, udp }} counter drop\n }}\n}}\n",
+                    self.sets
+                ),
+            ),
+            Receiver::Iptables => {
+                in_ns(ns, &["iptables-restore"], Some(&self.ipt_export));
+                in_ns(ns, &["ip6tables-restore"], Some(&self.ip6t_export));
+            }
+            _ => {}
+        }
+    }
+
+    /// Remove what [`Self::up`] loaded.
+    fn down(ns: &str, receiver: Receiver) {
+        match receiver {
+            Receiver::NftablesInput => nft(ns, "delete table inet ps_agent\n"),
+            Receiver::NftablesNetdev => nft(ns, "delete table netdev p7flood\n"),
+            Receiver::Iptables => {
+                in_ns(ns, &["iptables-restore"], Some(IPTABLES_OPEN));
+                in_ns(ns, &["ip6tables-restore"], Some(IPTABLES_OPEN));
+            }
+            _ => {}
+        }
+    }
+
+    /// The drops `receiver`'s own counter has seen (`None`: it has none).
+    fn counted(ns: &str, rx: &Rx, receiver: Receiver) -> Option<u64> {
+        match receiver {
+            Receiver::PsAgent => Some(rx.no_rule_drops()),
+            Receiver::NftablesInput => Some(nft_counter(ns, "inet", "ps_agent")),
+            Receiver::NftablesNetdev => Some(nft_counter(ns, "netdev", "p7flood")),
+            Receiver::Iptables => Some(iptables_policy_drops(ns, "iptables") + iptables_policy_drops(ns, "ip6tables")),
+            Receiver::XdpDropOnly | Receiver::Bare => None,
+        }
+    }
+}
+
+/// Attach `receiver`'s XDP program on eth0 (in the ps namespace); returns what to detach.
+fn attach(lab: &Lab, rx: Rx, receiver: Receiver) -> (Rx, Option<(&'static str, aya::programs::xdp::XdpLinkId)>) {
+    in_netns(&lab.ps, move || {
+        let mut r = rx;
+        let link = match xdp_program(receiver) {
+            Some(name) => {
+                Some((name, r.object.program_mut(name).attach("eth0", aya::programs::XdpMode::Driver).unwrap()))
+            }
+            None => {
+                r.policy.attach(&[("eth0".into(), r.eth0)], XdpModeName::Native).unwrap();
+                None
+            }
+        };
+        (r, link)
+    })
+}
+
+/// Undo [`attach`].
+fn detach(lab: &Lab, rx: Rx, link: Option<(&'static str, aya::programs::xdp::XdpLinkId)>) -> Rx {
+    in_netns(&lab.ps, move || {
+        let mut r = rx;
+        match link {
+            Some((name, id)) => r.object.program_mut(name).detach(id).unwrap(),
+            None => r.policy.detach_all(),
+        }
+        r
+    })
+}
+
+/// The floods the threaded section runs (the first of [`FloodKind::ALL`]).
+const THREADED: usize = 2;
+
+/// Run the flood benchmark: (floods, legitimate flows, floods with a threaded receiver).
+pub fn flood(lab: &Lab, set: &RuleSet, rounds: usize, frames: u32) -> (Vec<Flood>, Vec<Flow>, Vec<Threaded>) {
+    let netfilter = Netfilter::new(set);
     let eth0_mac = mac(&lab.ps, "eth0");
     let veth_mac = mac(&lab.a, "veth0");
     let frame = |tcp, v6| flood_frame(eth0_mac, veth_mac, tcp, v6, 7200);
@@ -435,159 +502,81 @@ pub fn flood(
     // Receiver side: ps_xdp with the matrix on eth0, and the reference programs.
     let rx_set = set.clone();
     let mut rx = in_netns(&lab.ps, move || {
-        let eth0 = ps_agent::load::ifindex("eth0").unwrap();
-        let mut l = Loaded::load(&rx_set, &[("eth0".into(), eth0)], &LoadOptions::new(Mode::Enforce)).unwrap();
-        for name in ["ps_drop", "ps_floor", "ps_bare"] {
-            let x: &mut aya::programs::Xdp = l.ebpf_mut().program_mut(name).unwrap().try_into().unwrap();
-            x.load().unwrap();
-        }
-        (l, eth0)
+        let eth0 = ps_agent::dataplane::host::ifindex("eth0").unwrap();
+        let policy = Loaded::load(&rx_set, &[("eth0".into(), eth0)], &LoadOptions::new(Mode::Enforce)).unwrap();
+        let object = BenchObject::load(&policy);
+        Rx { policy, object, eth0 }
     });
-    let (generator, veth0, tx_fd, spray_fd) = generator(lab, set);
+    let generator = generator(lab, set);
+    let (veth0, tx_fd, spray_fd) = (generator.veth0, generator.tx, generator.spray);
     // (Not live: the namespace does not matter.)
     check_spray(spray_fd, &udp, set);
     check_spray(spray_fd, &syn, set);
-    // (name, frame, generator program); the threaded section runs the first THREADED.
-    let floods = [
-        ("UDP, no rule", udp.clone(), tx_fd),
-        ("TCP SYN, no rule", syn.clone(), tx_fd),
-        ("UDP, random ports", udp, spray_fd),
-        ("TCP SYN, random ports", syn, spray_fd),
-        ("UDP over IPv6, no rule", udp6, tx_fd),
-        ("TCP SYN over IPv6, no rule", syn6, tx_fd),
-    ];
-    const THREADED: usize = 2;
-    let sets = nft_sets(set);
-    let mut results: Vec<FloodResult> = Vec::new();
-    // The legitimate flow, through every receiver that admits it.
-    let mut flows: Vec<FlowResult> =
-        RECEIVERS.iter().skip(1).map(|&receiver| FlowResult { receiver, rounds: vec![] }).collect();
-    let mut threaded: Vec<ThreadedResult> = Vec::new();
-    for receiver in RECEIVERS {
-        for (fi, &(flood, _, _)) in floods.iter().enumerate() {
-            results.push(FloodResult { receiver, flood, frames: frames as u64, rounds: vec![] });
+    // (frame, generator program) of each of FloodKind::ALL.
+    let floods =
+        [(udp.clone(), tx_fd), (syn.clone(), tx_fd), (udp, spray_fd), (syn, spray_fd), (udp6, tx_fd), (syn6, tx_fd)];
+    let kinds = FloodKind::ALL;
+    let mut results: Vec<Flood> = Vec::new();
+    let mut threaded: Vec<Threaded> = Vec::new();
+    for receiver in Receiver::ALL {
+        for (fi, flood) in kinds.into_iter().enumerate() {
+            results.push(Flood { receiver, flood, frames: frames as u64, rounds: vec![] });
             if fi < THREADED {
-                threaded.push(ThreadedResult { receiver, flood, frames: frames as u64, rounds: vec![] });
+                threaded.push(Threaded { receiver, flood, frames: frames as u64, rounds: vec![] });
             }
         }
     }
+    // The legitimate flow, through every receiver that admits it.
+    let mut flows: Vec<Flow> = Receiver::ALL
+        .into_iter()
+        .filter(|&r| r != Receiver::XdpDropOnly)
+        .map(|receiver| Flow { receiver, rounds: vec![] })
+        .collect();
+    let ns = lab.ps.clone();
     for round in 0..rounds {
-        for ri in 0..RECEIVERS.len() {
-            // Set the receiver up.
-            let ns = lab.ps.clone();
-            let (l, eth0) = rx;
-            let (l, link) = in_netns(&lab.ps, move || {
-                let mut l = l;
-                let link = match ri {
-                    0 | 2 | 3 | 4 | 5 => {
-                        let name = match ri {
-                            0 => "ps_drop",
-                            5 => "ps_bare",
-                            _ => "ps_floor",
-                        };
-                        let x: &mut aya::programs::Xdp = l.ebpf_mut().program_mut(name).unwrap().try_into().unwrap();
-                        Some((name, x.attach("eth0", aya::programs::XdpMode::Driver).unwrap()))
-                    }
-                    _ => {
-                        l.attach(&[("eth0".into(), eth0)], XdpModeName::Native).unwrap();
-                        None
-                    }
-                };
-                (l, link)
-            });
-            rx = (l, eth0);
-            match ri {
-                2 => {
-                    nft(&ns, &nft_export);
-                    nft(&ns, "add rule inet ps_agent input counter drop\n");
-                }
-                3 => nft(
-                    &ns,
-                    &format!(
-                        "table netdev p7flood {{\n {sets} chain ingress {{ type filter hook ingress device \"eth0\" priority 0; policy accept;\n  tcp dport @tcpin accept\n  udp dport @udpin accept\n  meta l4proto {{ tcp, udp }} counter drop\n }}\n}}\n"
-                    ),
-                ),
-                4 => {
-                    in_ns(&ns, &["iptables-restore"], Some(&ipt_export));
-                    in_ns(&ns, &["ip6tables-restore"], Some(&ip6t_export));
-                }
-                _ => {}
-            }
-            for (fi, &(_, ref frame, gen_fd)) in floods.iter().enumerate() {
-                let count = |rx: &(Loaded, u32)| -> Option<u64> {
-                    match ri {
-                        1 => Some(
-                            rx.0.counters().unwrap().stats[1][(STAT_DROP_BASE + DropReason::NoRule as u32) as usize]
-                                .packets,
-                        ),
-                        2 => Some(nft_counter(&lab.ps, "inet", "ps_agent")),
-                        3 => Some(nft_counter(&lab.ps, "netdev", "p7flood")),
-                        4 => Some(
-                            iptables_policy_drops(&lab.ps, "iptables") + iptables_policy_drops(&lab.ps, "ip6tables"),
-                        ),
-                        _ => None,
-                    }
-                };
-                let before = count(&rx);
-                let frame = frame.clone();
-                let (wall, cpu) = in_netns(&lab.a, move || live(gen_fd, &frame, veth0, frames));
-                let after = count(&rx);
-                let got = match (before, after) {
-                    (Some(b), Some(a)) => Some(a - b),
-                    _ => None,
-                };
-                results[ri * floods.len() + fi].rounds.push((wall, cpu, got));
+        for (ri, receiver) in Receiver::ALL.into_iter().enumerate() {
+            let (r, link) = attach(lab, rx, receiver);
+            rx = r;
+            netfilter.up(&ns, receiver);
+            for (fi, (frame, gen_fd)) in floods.iter().enumerate() {
+                let before = Netfilter::counted(&ns, &rx, receiver);
+                let (frame, gen_fd) = (frame.clone(), *gen_fd);
+                let (wall_s, cpu_s) = in_netns(&lab.a, move || live(gen_fd, &frame, veth0, frames));
+                let after = Netfilter::counted(&ns, &rx, receiver);
+                let counted = before.zip(after).map(|(b, a)| a - b);
+                results[ri * floods.len() + fi].rounds.push(FloodRound { wall_s, cpu_s, counted });
             }
             // The same floods with eth0's NAPI on a thread of its own on CPU 1, the generator
             // on CPU 0: the receiver's own rate, no longer sharing a CPU with the sender.
             threaded_napi(&lab.ps, Some(1));
-            for (fi, &(_, ref frame, gen_fd)) in floods.iter().take(THREADED).enumerate() {
-                let count = |rx: &(Loaded, u32)| -> Option<u64> {
-                    (ri == 1).then(|| {
-                        rx.0.counters().unwrap().stats[1][(STAT_DROP_BASE + DropReason::NoRule as u32) as usize].packets
-                    })
-                };
+            for (fi, (frame, gen_fd)) in floods.iter().take(THREADED).enumerate() {
+                let count = |rx: &Rx| (receiver == Receiver::PsAgent).then(|| rx.no_rule_drops());
                 let (seen0, before) = (xdp_packets(&lab.ps, "eth0"), count(&rx));
-                let frame = frame.clone();
-                let (wall, _) = in_netns(&lab.a, move || {
+                let (frame, gen_fd) = (frame.clone(), *gen_fd);
+                let (wall_s, _) = in_netns(&lab.a, move || {
                     pin_to_cpu(0);
                     live(gen_fd, &frame, veth0, frames)
                 });
                 // Let the NAPI thread empty the ring.
                 std::thread::sleep(std::time::Duration::from_millis(50));
                 let (seen1, after) = (xdp_packets(&lab.ps, "eth0"), count(&rx));
-                let got = before.zip(after).map(|(b, a)| a - b);
-                threaded[ri * THREADED + fi].rounds.push((wall, seen1 - seen0, got));
+                let counted = before.zip(after).map(|(b, a)| a - b);
+                threaded[ri * THREADED + fi].rounds.push(ThreadedRound { wall_s, seen: seen1 - seen0, counted });
             }
             threaded_napi(&lab.ps, None);
-            if ri > 0 {
-                let alone = legit_flow(lab, None).0;
-                let flooded = FLOW_FLOODS.map(|fi| legit_flow(lab, Some((floods[fi].2, floods[fi].1.clone(), veth0))));
-                flows[ri - 1].rounds.push((alone, flooded));
+            if let Some(flow) = flows.iter_mut().find(|f| f.receiver == receiver) {
+                let alone_gbps = legit_flow(lab, None).gbps;
+                let under = FLOW_FLOODS
+                    .iter()
+                    .map(|k| {
+                        let (frame, gen_fd) = &floods[kinds.iter().position(|x| x == k).unwrap()];
+                        legit_flow(lab, Some((*gen_fd, frame.clone(), veth0)))
+                    })
+                    .collect();
+                flow.rounds.push(FlowRound { alone_gbps, under });
             }
-            // Tear it down.
-            match ri {
-                2 => nft(&ns, "delete table inet ps_agent\n"),
-                3 => nft(&ns, "delete table netdev p7flood\n"),
-                4 => {
-                    in_ns(&ns, &["iptables-restore"], Some(IPTABLES_OPEN));
-                    in_ns(&ns, &["ip6tables-restore"], Some(IPTABLES_OPEN));
-                }
-                _ => {}
-            }
-            let (l, eth0) = rx;
-            let l = in_netns(&lab.ps, move || {
-                let mut l = l;
-                match link {
-                    Some((name, id)) => {
-                        let x: &mut aya::programs::Xdp = l.ebpf_mut().program_mut(name).unwrap().try_into().unwrap();
-                        x.detach(id).unwrap();
-                    }
-                    None => l.detach_all(),
-                }
-                l
-            });
-            rx = (l, eth0);
+            Netfilter::down(&ns, receiver);
+            rx = detach(lab, rx, link);
         }
         eprintln!("flood round {}/{rounds} done", round + 1);
     }
@@ -596,66 +585,57 @@ pub fn flood(
     (results, flows, threaded)
 }
 
-/// One receiver's drop rate at each rule count.
-pub struct ScaleResult {
-    /// Receiver.
-    pub receiver: &'static str,
-    /// (rules, Mpps by the generator thread's CPU time, counted / sent).
-    pub points: Vec<(usize, f64, f64)>,
-}
-
 /// The UDP flood (to a port no rule names) at each rule count: ps-agent with the compiled
 /// set, and the nftables and iptables rule sets `ps-agent export` writes for it. Frames per
 /// run shrink as the rule count grows (`frames` at the smallest set, then in proportion):
 /// a linear rule walk makes each frame slower.
-pub fn flood_scale(lab: &Lab, sets: &[(usize, RuleSet)], frames: u32) -> Vec<ScaleResult> {
+pub fn flood_scale(lab: &Lab, sets: &[(usize, RuleSet)], frames: u32) -> Vec<FloodScale> {
     let eth0_mac = mac(&lab.ps, "eth0");
     let veth_mac = mac(&lab.a, "veth0");
     let frame = flood_frame(eth0_mac, veth_mac, false, false, 65001);
-    let (generator, veth0, gen_fd, _) = generator(lab, &sets[0].1);
-    let meta = ps_agent::export::ExportMeta { product: "scale".into(), policy: "scale".into() };
-    let mut out: Vec<ScaleResult> = ["ps-agent", "nftables input (export)", "iptables (export)"]
+    let generator = generator(lab, &sets[0].1);
+    let (veth0, gen_fd) = (generator.veth0, generator.tx);
+    let meta = ps_agent::policy::export::ExportMeta { product: "scale".into(), policy: "scale".into() };
+    let mut out: Vec<FloodScale> = [Receiver::PsAgent, Receiver::NftablesInput, Receiver::Iptables]
         .into_iter()
-        .map(|receiver| ScaleResult { receiver, points: vec![] })
+        .map(|receiver| FloodScale { receiver, points: vec![] })
         .collect();
     for (n, set) in sets {
         let frames = (frames as u64 * 30 / (*n as u64).max(30)).max(20_000) as u32;
         let mut run = |ri: usize, count: &dyn Fn() -> u64| {
             let before = count();
             let f = frame.clone();
-            let (_, cpu) = in_netns(&lab.a, move || live(gen_fd, &f, veth0, frames));
+            let (_, cpu_s) = in_netns(&lab.a, move || live(gen_fd, &f, veth0, frames));
             let counted = count() - before;
-            out[ri].points.push((*n, frames as f64 / cpu / 1e6, counted as f64 / frames as f64));
+            out[ri].points.push(ScalePoint { rules: *n, frames: frames as u64, cpu_s, counted });
         };
         // ps-agent.
         let rx_set = set.clone();
         let rx = in_netns(&lab.ps, move || {
-            let eth0 = ps_agent::load::ifindex("eth0").unwrap();
-            let mut l = Loaded::load(&rx_set, &[("eth0".into(), eth0)], &LoadOptions::new(Mode::Enforce)).unwrap();
-            l.attach(&[("eth0".into(), eth0)], XdpModeName::Native).unwrap();
-            l
+            let eth0 = ps_agent::dataplane::host::ifindex("eth0").unwrap();
+            let mut policy = Loaded::load(&rx_set, &[("eth0".into(), eth0)], &LoadOptions::new(Mode::Enforce)).unwrap();
+            policy.attach(&[("eth0".into(), eth0)], XdpModeName::Native).unwrap();
+            let object = BenchObject::load(&policy);
+            Rx { policy, object, eth0 }
         });
-        run(0, &|| rx.counters().unwrap().stats[1][(STAT_DROP_BASE + DropReason::NoRule as u32) as usize].packets);
+        run(0, &|| rx.no_rule_drops());
         // The netfilter receivers behind an XDP_PASS program (veth needs one, see above).
         let (rx, link) = in_netns(&lab.ps, move || {
-            let mut l = rx;
-            l.detach_all();
-            let x: &mut aya::programs::Xdp = l.ebpf_mut().program_mut("ps_floor").unwrap().try_into().unwrap();
-            x.load().unwrap();
-            let link = x.attach("eth0", aya::programs::XdpMode::Driver).unwrap();
-            (l, link)
+            let mut r = rx;
+            r.policy.detach_all();
+            let link = r.object.program_mut(PROG_FLOOR).attach("eth0", aya::programs::XdpMode::Driver).unwrap();
+            (r, link)
         });
-        nft(&lab.ps, &ps_agent::export::nftables(set, &meta).unwrap());
+        nft(&lab.ps, &ps_agent::policy::export::nftables(set, &meta).unwrap());
         nft(&lab.ps, "add rule inet ps_agent input counter drop\n");
         run(1, &|| nft_counter(&lab.ps, "inet", "ps_agent"));
         nft(&lab.ps, "delete table inet ps_agent\n");
-        in_ns(&lab.ps, &["iptables-restore"], Some(&ps_agent::export::iptables(set, &meta, false).unwrap()));
+        in_ns(&lab.ps, &["iptables-restore"], Some(&ps_agent::policy::export::iptables(set, &meta, false).unwrap()));
         run(2, &|| iptables_policy_drops(&lab.ps, "iptables"));
         in_ns(&lab.ps, &["iptables-restore"], Some(IPTABLES_OPEN));
         in_netns(&lab.ps, move || {
-            let mut rx = rx;
-            let x: &mut aya::programs::Xdp = rx.ebpf_mut().program_mut("ps_floor").unwrap().try_into().unwrap();
-            x.detach(link).unwrap();
+            let mut r = rx;
+            r.object.program_mut(PROG_FLOOR).detach(link).unwrap();
         });
         eprintln!("flood at {n} rules done");
     }
