@@ -33,6 +33,8 @@ if [ ${#need_pkgs[@]} -gt 0 ] || [ ${#need_bare[@]} -gt 0 ]; then
   apt-get update -qq
   [ ${#need_pkgs[@]} -eq 0 ] || apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
   [ ${#need_bare[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${need_bare[@]}" >/dev/null
+  # The downloaded .debs are not needed once installed (on images that keep them).
+  apt-get clean
 fi
 
 if ! rustup toolchain list | grep -q '^nightly'; then

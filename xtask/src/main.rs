@@ -241,53 +241,61 @@ fn fuzz(seconds: u64, targets: Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Remove a build directory a later step does not reuse. The suite's disk peak is what a CI
+/// machine must have free: lint and fuzz builds (about 2 GB) are gone before the test build.
+fn drop_build_dir(dir: &Path) -> anyhow::Result<()> {
+    eprintln!("[xtask] removing {} (not reused by the steps after it)", dir.display());
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("failed to remove {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// fmt, then clippy on the host crates and on the eBPF crates, each in a build directory of
+/// its own that is removed once clippy passes.
+fn lint() -> anyhow::Result<()> {
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    // Host crates; the eBPF object is not needed to lint them.
+    let host = root().join("target/lint");
+    run(cargo()
+        .args(["clippy", "--all-targets", "--", "-D", "warnings"])
+        .env("AYA_BUILD_SKIP", "1")
+        .env("CARGO_TARGET_DIR", &host))?;
+    drop_build_dir(&host)?;
+    // The eBPF crates, on their own target, as aya-template's test.sh does.
+    let ebpf = root().join("target/lint-ebpf");
+    run(Command::new("rustup")
+        .args(["run", "nightly", "cargo", "clippy", "--package", "ps-ebpf", "--package", "ps-bench-ebpf"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--release", "--", "-D", "warnings"])
+        .env("CARGO_TARGET_DIR", &ebpf))?;
+    drop_build_dir(&ebpf)
+}
+
+/// `cargo xtask test`: lint, a short fuzz run, the debug build, `dist`, then every test.
+fn test_all(no_lint: bool, fuzz_seconds: u64, args: &[String]) -> anyhow::Result<()> {
+    setup()?;
+    if !no_lint {
+        lint()?;
+    }
+    if fuzz_seconds > 0 {
+        fuzz(fuzz_seconds, vec![])?;
+        // Sanitizer-instrumented: nothing after this reuses it (`cargo xtask fuzz` keeps it).
+        drop_build_dir(&root().join("tests/fuzz/target"))?;
+    }
+    run(cargo().args(["build", "--package", "ps-agent"]))?;
+    // The package tests (tests/tests/packaging.rs) check the release artifacts.
+    dist::dist(&root(), cargo)?;
+    let bin = root().join("target/debug/ps-agent");
+    test(cargo().arg("test").args(args).env("PS_AGENT_BIN", &bin).env("PS_DIST_DIR", root().join("target/dist")))
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.task {
         Task::Setup => setup(),
-        Task::Test { no_lint, fuzz_seconds, args } => {
-            setup()?;
-            if !no_lint {
-                run(cargo().args(["fmt", "--all", "--check"]))?;
-                // Host crates; the eBPF object is not needed to lint them.
-                run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]).env("AYA_BUILD_SKIP", "1"))?;
-                // The eBPF crates, on their own target, as aya-template's test.sh does.
-                run(Command::new("rustup")
-                    .args([
-                        "run",
-                        "nightly",
-                        "cargo",
-                        "clippy",
-                        "--package",
-                        "ps-ebpf",
-                        "--package",
-                        "ps-bench-ebpf",
-                        "--target",
-                        "bpfel-unknown-none",
-                        "-Z",
-                        "build-std=core",
-                        "--release",
-                        "--",
-                        "-D",
-                        "warnings",
-                    ])
-                    .env("CARGO_TARGET_DIR", root().join("target/ebpf-clippy")))?;
-            }
-            if fuzz_seconds > 0 {
-                fuzz(fuzz_seconds, vec![])?;
-            }
-            run(cargo().args(["build", "--package", "ps-agent"]))?;
-            // The package tests (tests/tests/packaging.rs) check the release artifacts.
-            dist::dist(&root(), cargo)?;
-            let bin = root().join("target/debug/ps-agent");
-            test(
-                cargo()
-                    .arg("test")
-                    .args(&args)
-                    .env("PS_AGENT_BIN", &bin)
-                    .env("PS_DIST_DIR", root().join("target/dist")),
-            )
-        }
+        Task::Test { no_lint, fuzz_seconds, args } => test_all(no_lint, fuzz_seconds, &args),
         Task::Verify { frames, seed } => {
             setup()?;
             run(cargo().args(["build", "--package", "ps-agent"]))?;
