@@ -3,7 +3,10 @@
 
 use alloc::vec::Vec;
 
-use crate::parse::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6};
+use crate::{
+    layout::FlowKey,
+    parse::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6},
+};
 
 /// Network layer.
 #[derive(Clone, Debug)]
@@ -80,6 +83,16 @@ pub const V6_DST: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
 /// Plain IPv4.
 pub fn v4() -> Net {
     Net::V4 { src: V4_SRC, dst: V4_DST, options: Vec::new(), frag: 0 }
+}
+
+/// The `PS_FLOWS` key of the flow that a [`v4`] frame from `V4_SRC:remote_port` to
+/// `V4_DST:local_port` replies to: the host (`V4_DST`) opened it. Tests seed it to send
+/// the reply path a frame.
+pub fn v4_reply_flow(remote_port: u16, local_port: u16, proto: u8) -> FlowKey {
+    let mut key = FlowKey { remote_port, local_port, proto, family: 4, ..FlowKey::default() };
+    key.remote[..4].copy_from_slice(&V4_SRC);
+    key.local[..4].copy_from_slice(&V4_DST);
+    key
 }
 
 /// Plain IPv6.

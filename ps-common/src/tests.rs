@@ -391,6 +391,12 @@ fn flow_keys_match_across_directions() {
         let local: &[u8] = if ko.family == 4 { &V4_SRC } else { &V6_SRC };
         assert_eq!(&ko.local[..local.len()], local);
     }
+    // The key the tests seed is the one the ingress program derives from the reply.
+    let reply = frame(&[], &v4(), &tcp(5062, 45000, TCP_SYN | TCP_ACK), 0);
+    let p = ip(parse_slice(&reply));
+    // SAFETY: the frame is a live slice.
+    let k = unsafe { flow_key(reply.as_ptr() as usize, reply.as_ptr() as usize + reply.len(), &p, true) };
+    assert_eq!(k, Some(v4_reply_flow(5062, 45000, 6)));
 }
 
 #[test]

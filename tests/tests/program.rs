@@ -12,7 +12,7 @@ use ps_agent::{
     policy::model::Model,
 };
 use ps_common::{
-    classify::{FlowKey, Verdict},
+    classify::Verdict,
     frames::*,
     layout::*,
     observe::STAT_EVENT_SENT,
@@ -388,15 +388,7 @@ fn stateful_replies_need_a_tracked_flow() {
         assert_eq!(without_event(deltas(&before, &loaded.counters().unwrap()), 1), vec![untracked]);
 
         // The host opened 198.18.0.1:45000 -> 198.18.0.2:5062: its reply passes, counted on ps-04.
-        let key = FlowKey {
-            remote: [198, 18, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            local: [198, 18, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            remote_port: 5062,
-            local_port: 45000,
-            proto: 6,
-            family: 4,
-            _pad: [0; 2],
-        };
+        let key = v4_reply_flow(5062, 45000, 6);
         let now = ps_agent::clock::monotonic_ns();
         let flow = FlowState {
             state: FLOW_TCP_SYN_SENT,
@@ -472,9 +464,7 @@ fn stateful_replies_are_checked_against_the_flows_windows() {
         let mut loaded = Loaded::load(&set, &[("eth0".into(), eth0)], &LoadOptions::new(Mode::Enforce)).unwrap();
         let counter = |id: &str| set.rules.iter().find(|r| r.id == id).unwrap().counter as usize;
         let ps04 = counter("ps-04");
-        let mut key = FlowKey { remote_port: 5062, local_port: 45000, proto: 6, family: 4, ..FlowKey::default() };
-        key.remote[..4].copy_from_slice(&V4_SRC);
-        key.local[..4].copy_from_slice(&V4_DST);
+        let key = v4_reply_flow(5062, 45000, 6);
         let now = ps_agent::clock::monotonic_ns();
         let drop_bucket = |r: DropReason| (false, 1usize, (STAT_DROP_BASE + r as u32) as usize);
         // One reply: the verdict and counter the kernel gives, and the flow it leaves equal

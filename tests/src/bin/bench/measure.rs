@@ -25,7 +25,6 @@ use ps_agent::{
     policy::config::{Config, Matrix, Mode, ReplyTracking, Site},
 };
 use ps_common::{
-    classify::FlowKey,
     frames::*,
     layout::{FLOW_TCP_ESTABLISHED, FlowState, TCP_ACK, TCP_SYN},
 };
@@ -426,11 +425,7 @@ fn load_timed(set: &RuleSet, policy: Policy, parse_compile: Duration, ifaces: &[
 fn track_reply(b: &mut Loaded, stateful: &RuleSet) {
     let ps04 = stateful.rules.iter().find(|r| r.id == "ps-04").unwrap().counter;
     let now = ps_agent::clock::monotonic_ns();
-    let mut remote = [0u8; 16];
-    remote[..4].copy_from_slice(&V4_SRC);
-    let mut local = [0u8; 16];
-    local[..4].copy_from_slice(&V4_DST);
-    let key = FlowKey { remote, local, remote_port: 5062, local_port: 45000, proto: 6, family: 4, _pad: [0; 2] };
+    let key = v4_reply_flow(5062, 45000, 6);
     let flow = FlowState {
         state: FLOW_TCP_ESTABLISHED,
         counter: ps04,
